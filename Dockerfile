@@ -1,0 +1,22 @@
+# Karyoflow image: the core package, the CLI and the API. CUDA wheels of torch run on the CPU
+# too, so one image serves CPU and GPU hosts (GPU via the NVIDIA container toolkit).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY karyoflow ./karyoflow
+COPY api ./api
+COPY workers ./workers
+COPY db ./db
+RUN pip install .
+COPY models ./models
+COPY splits ./splits
+RUN useradd --create-home karyo && chown -R karyo /app
+USER karyo
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

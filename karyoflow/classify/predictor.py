@@ -1,0 +1,57 @@
+"""ChromosomeClassifier: loads ChrNet4 once, classifies the ICIs of a cell. Used in process,
+by the API and (later) by the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from karyoflow.classify.evaluate import predict_probabilities
+from karyoflow.classify.preprocess import prepare_cell
+from karyoflow.classify.weights import load_weights
+from karyoflow.labels import LABELS
+
+
+@dataclass(frozen=True)
+class IciPrediction:
+    label: str
+    class_index: int  # 1..24, as the BioImLab file names and reports
+    score: float
+    top3: list[tuple[str, float]]
+    angle: float  # degrees the ICI was rotated by when straightened
+    probabilities: np.ndarray  # 24
+
+
+class ChromosomeClassifier:
+    def __init__(self, weights: Path | None = None, device: str | None = None, tta: bool = True) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_flush_denormal(True)
+        self.device = torch.device(device)
+        self.model, self.meta = load_weights(weights, self.device)
+        self.method = self.meta["straighten"]
+        self.tta = tta
+
+    def classify_cell(self, images: list[np.ndarray]) -> list[IciPrediction]:
+        """Classify the ICIs of one cell together (they share the cell's scale normalisation)."""
+        prepared = prepare_cell(images, self.method)
+        batch = torch.from_numpy(prepared.canvases)[:, None]
+        probs = predict_probabilities(self.model, batch, tta=self.tta, device=self.device).numpy()
+        predictions = []
+        for p, angle in zip(probs, prepared.angles, strict=True):
+            order = np.argsort(-p)[:3]
+            predictions.append(
+                IciPrediction(
+                    label=LABELS[order[0]],
+                    class_index=int(order[0]) + 1,
+                    score=float(p[order[0]]),
+                    top3=[(LABELS[i], float(p[i])) for i in order],
+                    angle=float(angle),
+                    probabilities=p,
+                )
+            )
+        return predictions

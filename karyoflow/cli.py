@@ -1,0 +1,475 @@
+"""`karyo`: the command line of Karyoflow.
+
+    karyo data split      --data DIR [--out FILE]
+    karyo train classify  --data DIR --out PATH [--split FILE] [--resume]
+    karyo eval classify   --data DIR [--split FILE --subset val] [--weights W] --json OUT
+    karyo bench classify  [--weights W] [--batch 46]
+    karyo classify        --data DIR [--cases C ...] [--weights W]
+    karyo data coco       --data DIR --out FILE [--split FILE --subset val]
+    karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
+    karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
+    karyo bench segment   [--weights W]
+
+Errors in the input (missing folders, bad files, unknown cells) end with a one-line message
+and exit code 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SPLIT = REPO_ROOT / "splits" / "bioimlab.json"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def _split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:
+    from karyoflow.data.bioimlab import list_ici_cases
+    from karyoflow.data.split import read_split
+
+    if getattr(args, "cases", None):
+        cases = [str(c) for c in args.cases]
+    elif args.split is not None:
+        cases = read_split(args.split, subset or "val")
+    else:
+        return None
+    known = set(list_ici_cases(data_dir))
+    missing = [c for c in cases if c not in known]
+    if missing:
+        raise UsageError(f"cells not in {data_dir / 'ici'}: {', '.join(missing)}")
+    return cases
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
+    from karyoflow.data.split import make_split, write_split
+
+    data_dir = resolve_data_dir(args.data)
+    split = make_split(list_ici_cases(data_dir), args.val_cells, args.seed)
+    write_split(split, args.out)
+    print(f"{len(split['train'])} train cells, {len(split['val'])} val cells -> {args.out}")
+    return 0
+
+
+def cmd_train_classify(args: argparse.Namespace) -> int:
+    from karyoflow.classify.train import TrainConfig, pick_device, train_classifier
+    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
+    from karyoflow.data.split import make_split, read_split, write_split
+
+    data_dir = resolve_data_dir(args.data)
+    split_path: Path = args.split
+    if not split_path.is_file():
+        write_split(make_split(list_ici_cases(data_dir)), split_path)
+        print(f"wrote a new split to {split_path}")
+    split = read_split(split_path)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        center_weight=args.center_weight,
+        method=args.method,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        max_steps=args.max_steps,
+        train_cases=[str(c) for c in split["train"]][: args.limit_cells],
+        val_cases=[str(c) for c in split["val"]] if not args.no_val else [],
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    train_classifier(data_dir, config, args.out, pick_device(args.device), resume=args.resume)
+    return 0
+
+
+def cmd_eval_classify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from karyoflow.classify.dataset import load_ici_tensors
+    from karyoflow.classify.evaluate import (
+        classification_report,
+        predict_probabilities,
+        save_confusion_png,
+    )
+    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.weights import load_weights
+    from karyoflow.data.bioimlab import resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data)
+    cases = _split_cases(args, data_dir, args.subset)
+    device = pick_device(args.device)
+    model, meta = load_weights(args.weights, device)
+    method = args.method or meta["straighten"]
+    started = time.time()
+    tensors = load_ici_tensors(data_dir, cases, method)
+    probs = predict_probabilities(model, tensors.images, tta=not args.no_tta, device=device)
+    report = classification_report(tensors.targets.numpy(), probs.argmax(1).numpy())
+    report.update(
+        {
+            "cells": sorted(set(tensors.cases), key=lambda c: (len(c), c)),
+            "n_cells": len(set(tensors.cases)),
+            "straighten": method,
+            "tta": not args.no_tta,
+            "weights": str(args.weights or "models/chrnet4.pt"),
+            "seconds": round(time.time() - started, 2),
+        }
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    png = args.png or args.json.with_suffix(".confusion.png")
+    save_confusion_png(
+        np.array(report["confusion"]),
+        png,
+        f"ChrNet4 on {report['n_cells']} cells, {report['n']} ICIs: accuracy {report['accuracy']:.2%}",
+    )
+    print(
+        f"{report['n']} ICIs from {report['n_cells']} cells  accuracy {report['accuracy']:.2%}  "
+        f"macro recall {report['macro_recall']:.2%}  macro precision {report['macro_precision']:.2%}"
+    )
+    worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["recall"])[:5]
+    print("lowest recall: " + ", ".join(f"{k} {v['recall']:.0%}" for k, v in worst))
+    print(f"wrote {args.json} and {png}")
+    return 0
+
+
+def cmd_bench_classify(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from karyoflow.classify.dataset import load_ici_tensors
+    from karyoflow.classify.evaluate import predict_probabilities
+    from karyoflow.classify.preprocess import prepare_cell
+    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.weights import load_weights
+    from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+
+    torch.set_flush_denormal(True)
+    data_dir = resolve_data_dir(args.data)
+    device = pick_device(args.device)
+    model, meta = load_weights(args.weights, device)
+    case = list_ici_cases(data_dir)[0]
+    raw = [r.load() for r in read_ici_case(data_dir, case)][: args.batch]
+    tensors = load_ici_tensors(data_dir, [case], meta["straighten"]).images[: args.batch]
+    predict_probabilities(model, tensors, tta=not args.no_tta, device=device)  # warm-up
+    prep_times, net_times = [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        images = torch.from_numpy(prepare_cell(raw, meta["straighten"]).canvases)[:, None]
+        prep_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        predict_probabilities(model, images, batch_size=args.batch, tta=not args.no_tta, device=device)
+        net_times.append(time.perf_counter() - started)
+    prep, net = float(np.median(prep_times)), float(np.median(net_times))
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch": len(raw),
+        "tta": not args.no_tta,
+        "prepare_s": round(prep, 4),
+        "network_s": round(net, 4),
+        "icis_per_s": round(len(raw) / (prep + net), 1),
+        "network_icis_per_s": round(len(raw) / net, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import torch
+
+    from karyoflow.classify.evaluate import predict_probabilities
+    from karyoflow.classify.preprocess import prepare_cell
+    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.weights import load_weights
+    from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+    from karyoflow.labels import LABELS
+
+    data_dir = resolve_data_dir(args.data)
+    cases = _split_cases(args, data_dir, None) or list_ici_cases(data_dir)[:3]
+    device = pick_device(args.device)
+    model, meta = load_weights(args.weights, device)
+    total = correct = 0
+    print(f"{'cell':>5}  {'file':<14} {'true':>4} {'pred':>4} {'p':>5}  top-3")
+    for case in cases:
+        records = read_ici_case(data_dir, case)
+        prepared = prepare_cell([r.load() for r in records], meta["straighten"])
+        probs = predict_probabilities(model, torch.from_numpy(prepared.canvases)[:, None], device=device)
+        for record, p in zip(records, probs, strict=True):
+            top = torch.topk(p, 3)
+            pred = int(top.indices[0])
+            total += 1
+            correct += pred == record.class_index
+            mark = "" if pred == record.class_index else "  <- wrong"
+            top3 = " ".join(f"{LABELS[int(i)]}:{float(v):.2f}" for v, i in zip(top.values, top.indices, strict=True))
+            print(
+                f"{case:>5}  {record.path.name:<14} {LABELS[record.class_index]:>4} "
+                f"{LABELS[pred]:>4} {float(top.values[0]):5.2f}  {top3}{mark}"
+            )
+    print(f"{correct}/{total} correct ({correct / max(total, 1):.1%}) on cells {', '.join(cases)}")
+    return 0
+
+
+def _mci_cases(args: argparse.Namespace, data_dir: Path) -> list[str] | None:
+    from karyoflow.data.split import read_split
+
+    if args.split is None:
+        return None
+    return read_split(args.split, args.subset)
+
+
+def cmd_data_coco(args: argparse.Namespace) -> int:
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.segment.dataset import load_samples, to_coco
+
+    data_dir = resolve_data_dir(args.data)
+    samples = load_samples(data_dir, _mci_cases(args, data_dir))
+    if not samples:
+        raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
+    coco = to_coco(samples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp.write_text(json.dumps(coco))
+    tmp.replace(args.out)
+    print(f"{len(coco['images'])} images, {len(coco['annotations'])} instances -> {args.out}")
+    return 0
+
+
+def cmd_train_segment(args: argparse.Namespace) -> int:
+    from karyoflow.classify.train import pick_device
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.split import read_split
+    from karyoflow.segment.train import SegmentTrainConfig, train_segmenter
+
+    data_dir = resolve_data_dir(args.data)
+    train_cases = [str(c) for c in read_split(args.split, "train")]
+    if args.limit_cells:
+        train_cases = train_cases[: args.limit_cells]
+    config = SegmentTrainConfig(
+        backbone=args.backbone,
+        pointrend=not args.plain_mask_rcnn,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=min(args.warmup, max(args.steps // 5, 1)),
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        max_minutes=args.max_minutes,
+        train_cases=train_cases,
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    train_segmenter(data_dir, config, args.out, pick_device(args.device), resume=args.resume)
+    return 0
+
+
+def _segment_eval_report(model, samples, device) -> dict:
+    from karyoflow.segment.evaluate import coco_ap, whole_correct_and_counts
+    from karyoflow.segment.predictor import segment_images
+
+    started = time.time()
+    predictions = segment_images(model, [s.image for s in samples], device)
+    seconds = time.time() - started
+    report = coco_ap(samples, predictions)
+    report.update(whole_correct_and_counts(samples, predictions))
+    report["n_images"] = len(samples)
+    report["seconds_per_image"] = round(seconds / max(len(samples), 1), 3)
+    return report
+
+
+def cmd_eval_segment(args: argparse.Namespace) -> int:
+    from karyoflow.classify.train import pick_device
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.segment.dataset import load_samples
+    from karyoflow.segment.predictor import load_segmenter
+
+    data_dir = resolve_data_dir(args.data)
+    samples = load_samples(data_dir, _mci_cases(args, data_dir))
+    if not samples:
+        raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
+    device = pick_device(args.device)
+    model, meta = load_segmenter(args.weights, device)
+    report = _segment_eval_report(model, samples, device)
+    report["images"] = [s.name for s in samples]
+    report["model"] = {
+        "architecture": meta["architecture"],
+        "backbone": meta["backbone"],
+        "weights": str(args.weights or "models/chrrender.pt"),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    box, segm = report["bbox"], report["segm"]
+    print(
+        f"{report['n_images']} MCIs  bbox AP {box['AP']} AP50 {box['AP50']} AP75 {box['AP75']}  "
+        f"segm AP {segm['AP']} AP50 {segm['AP50']}  WCR {report['wcr']:.2%}  "
+        f"count error {report['mean_abs_count_error']:.2f}"
+    )
+    print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_bench_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from karyoflow.classify.train import pick_device
+    from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
+    from karyoflow.segment.predictor import load_segmenter, segment_images
+
+    torch.set_flush_denormal(True)
+    data_dir = resolve_data_dir(args.data)
+    device = pick_device(args.device)
+    model, meta = load_segmenter(args.weights, device)
+    image = read_mci(list_mcis(data_dir)[0]).image
+    segment_images(model, [image], device)  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        segment_images(model, [image], device)
+        times.append(time.perf_counter() - started)
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "backbone": meta["backbone"],
+                "image": f"{image.shape[1]}x{image.shape[0]}",
+                "seconds_per_mci": round(float(np.median(times)), 3),
+            }
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="karyo", description="Karyoflow: automatic karyotyping")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
+
+    data = commands.add_parser("data", help="data preparation").add_subparsers(dest="what", required=True)
+    split = data.add_parser("split", help="write a seeded train/val split by cell")
+    data_arg(split)
+    split.add_argument("--out", type=Path, default=DEFAULT_SPLIT)
+    split.add_argument("--val-cells", type=int, default=16)
+    split.add_argument("--seed", type=int, default=2026)
+    split.set_defaults(func=cmd_data_split)
+    coco = data.add_parser("coco", help="export MCIs' polygons as COCO instances JSON")
+    data_arg(coco)
+    coco.add_argument("--out", type=Path, required=True)
+    coco.add_argument("--split", type=Path, default=None, help="split file (default: every MCI)")
+    coco.add_argument("--subset", default="val")
+    coco.set_defaults(func=cmd_data_coco)
+
+    train = commands.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    tc = train.add_parser("classify", help="train ChrNet4 on ICIs")
+    data_arg(tc)
+    tc.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. models/chrnet4.pt)")
+    tc.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    tc.add_argument("--epochs", type=int, default=40)
+    tc.add_argument("--batch-size", type=int, default=64)
+    tc.add_argument("--lr", type=float, default=2e-3)
+    tc.add_argument("--center-weight", type=float, default=0.5, help="alpha of center loss; 0 = off")
+    tc.add_argument("--method", choices=["mask", "hough", "none"], default="mask", help="straightening")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--eval-every", type=int, default=5)
+    tc.add_argument("--max-steps", type=int, default=None)
+    tc.add_argument("--limit-cells", type=int, default=None, help="train on the first N train cells")
+    tc.add_argument("--no-val", action="store_true", help="skip validation during training")
+    tc.add_argument("--threads", type=int, default=None)
+    tc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    tc.add_argument("--resume", action="store_true", help="continue from OUT's .ckpt")
+    tc.set_defaults(func=cmd_train_classify)
+
+    ts = train.add_parser("segment", help="train ChrRender (Mask R-CNN + PointRend) on MCIs")
+    data_arg(ts)
+    ts.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. models/chrrender.pt)")
+    ts.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ts.add_argument("--backbone", choices=["resnet18", "resnet50", "mobilenet_v3"], default="resnet18")
+    ts.add_argument("--plain-mask-rcnn", action="store_true", help="Mask R-CNN mask head (ablation baseline)")
+    ts.add_argument("--steps", type=int, default=3000)
+    ts.add_argument("--batch-size", type=int, default=2)
+    ts.add_argument("--lr", type=float, default=3e-4)
+    ts.add_argument("--warmup", type=int, default=200)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--checkpoint-every", type=int, default=50)
+    ts.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
+    ts.add_argument("--limit-cells", type=int, default=None)
+    ts.add_argument("--threads", type=int, default=None)
+    ts.add_argument("--device", default=None)
+    ts.add_argument("--resume", action="store_true")
+    ts.set_defaults(func=cmd_train_segment)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model").add_subparsers(dest="what", required=True)
+    ec = evaluate.add_parser("classify", help="evaluate ChrNet4 on ICIs")
+    data_arg(ec)
+    ec.add_argument("--split", type=Path, default=None, help="split file (default: every cell in DIR)")
+    ec.add_argument("--subset", default="val")
+    ec.add_argument("--weights", type=Path, default=None)
+    ec.add_argument("--method", choices=["mask", "hough", "none"], default=None)
+    ec.add_argument("--json", type=Path, required=True)
+    ec.add_argument("--png", type=Path, default=None, help="confusion matrix (default: next to JSON)")
+    ec.add_argument("--no-tta", action="store_true", help="no flip test-time averaging")
+    ec.add_argument("--device", default=None)
+    ec.set_defaults(func=cmd_eval_classify)
+
+    es = evaluate.add_parser("segment", help="COCO AP, WCR and count error of ChrRender on MCIs")
+    data_arg(es)
+    es.add_argument("--split", type=Path, default=None, help="split file (default: every MCI in DIR)")
+    es.add_argument("--subset", default="val")
+    es.add_argument("--weights", type=Path, default=None)
+    es.add_argument("--json", type=Path, required=True)
+    es.add_argument("--device", default=None)
+    es.set_defaults(func=cmd_eval_segment)
+
+    bench = commands.add_parser("bench", help="speed benchmarks").add_subparsers(dest="what", required=True)
+    bc = bench.add_parser("classify", help="ICIs/s for one cell's batch")
+    data_arg(bc)
+    bc.add_argument("--weights", type=Path, default=None)
+    bc.add_argument("--batch", type=int, default=46)
+    bc.add_argument("--repeats", type=int, default=10)
+    bc.add_argument("--no-tta", action="store_true")
+    bc.add_argument("--device", default=None)
+    bc.set_defaults(func=cmd_bench_classify)
+
+    bs = bench.add_parser("segment", help="seconds per 768x576 MCI")
+    data_arg(bs)
+    bs.add_argument("--weights", type=Path, default=None)
+    bs.add_argument("--repeats", type=int, default=5)
+    bs.add_argument("--device", default=None)
+    bs.set_defaults(func=cmd_bench_segment)
+
+    cl = commands.add_parser("classify", help="classify the ICIs of some cells and print a table")
+    data_arg(cl)
+    cl.add_argument("--cases", nargs="+", help="cells (default: the first three)")
+    cl.add_argument("--split", type=Path, default=None)
+    cl.add_argument("--weights", type=Path, default=None)
+    cl.add_argument("--device", default=None)
+    cl.set_defaults(func=cmd_classify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from karyoflow.classify.weights import WeightsError
+    from karyoflow.data.bioimlab import DataError
+    from karyoflow.segment.predictor import SegmenterWeightsError
+
+    try:
+        return args.func(args)
+    except (UsageError, DataError, WeightsError, SegmenterWeightsError) as error:
+        print(f"karyo: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Segmentation metrics: COCO AP with pycocotools' COCOeval, the paper's whole-correct ratio
+(WCR) and the count error."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from karyoflow.segment.dataset import SegmentationSample, encode_rle, to_coco
+
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class Detections:
+    """One image's predictions in original-image pixels."""
+
+    boxes: np.ndarray  # N x 4, x0 y0 x1 y1
+    scores: np.ndarray  # N
+    masks: np.ndarray  # N x H x W bool
+
+
+def coco_ap(samples: list[SegmentationSample], predictions: list[Detections]) -> dict[str, dict[str, float | None]]:
+    """bbox and segm AP figures on a 0-100 scale, from COCOeval."""
+    ground_truth = COCO()
+    ground_truth.dataset = to_coco(samples)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+    results = []
+    for image_id, detections in enumerate(predictions, start=1):
+        for box, score, mask in zip(detections.boxes, detections.scores, detections.masks, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                    "segmentation": encode_rle(mask),
+                }
+            )
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in ("bbox", "segm"):
+        if not results:
+            out[kind] = dict.fromkeys(AP_KEYS, 0.0)
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            detected = ground_truth.loadRes(results)
+            evaluator = COCOeval(ground_truth, detected, kind)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        # COCOeval marks "no objects of this size" with -1 (e.g. no large chromosomes): null
+        out[kind] = {
+            key: (round(float(v) * 100.0, 3) if v >= 0 else None)
+            for key, v in zip(AP_KEYS, evaluator.stats[:6], strict=True)
+        }
+    return out
+
+
+def mask_iou_matrix(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    if len(predicted) == 0 or len(truth) == 0:
+        return np.zeros((len(predicted), len(truth)))
+    encoded_p = [encode_rle(m) for m in predicted]
+    encoded_t = [encode_rle(m) for m in truth]
+    return np.asarray(mask_utils.iou(encoded_p, encoded_t, [0] * len(truth)))
+
+
+def match_instances(ious: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching in the given prediction order (sorted by score)."""
+    pairs, taken = [], set()
+    for p in range(ious.shape[0]):
+        candidates = [(ious[p, t], t) for t in range(ious.shape[1]) if t not in taken and ious[p, t] >= threshold]
+        if candidates:
+            _, best = max(candidates)
+            taken.add(best)
+            pairs.append((p, best))
+    return pairs
+
+
+def whole_correct_and_counts(
+    samples: list[SegmentationSample], predictions: list[Detections], score_threshold: float = 0.5
+) -> dict[str, float]:
+    """WCR: share of images where every true chromosome is found at mask IoU >= 0.5 and no
+    other prediction (score >= threshold) is made; and the mean absolute count error."""
+    whole_correct, count_errors = 0, []
+    for sample, detections in zip(samples, predictions, strict=True):
+        keep = np.argsort(-detections.scores)
+        keep = keep[detections.scores[keep] >= score_threshold]
+        masks = detections.masks[keep]
+        pairs = match_instances(mask_iou_matrix(masks, sample.masks))
+        if len(pairs) == len(sample.masks) == len(masks):
+            whole_correct += 1
+        count_errors.append(abs(len(masks) - len(sample.masks)))
+    n = max(len(samples), 1)
+    return {"wcr": whole_correct / n, "mean_abs_count_error": float(np.mean(count_errors)) if count_errors else 0.0}

@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests read the real BioImLab data; a missing data folder fails them
+loudly rather than skipping, so a broken checkout cannot pass."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_dir(env: str, default: Path) -> Path:
+    path = Path(os.environ.get(env, default))
+    if not (path / "ici").is_dir():
+        pytest.fail(f"BioImLab data not found at {path}: set {env}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _data_dir("KARYO_DATA", REPO.parent / "shared" / "data" / "bioimlab")
+
+
+@pytest.fixture(scope="session")
+def labelled_dir() -> Path:
+    return _data_dir("KARYO_LABELLED_DATA", REPO.parent / "shared" / "data" / "bioimlab-labelled")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A ChrNet4 trained for a few steps on three cells: real weights, useless accuracy."""
+    from karyoflow.classify.train import TrainConfig, train_classifier
+
+    out = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    config = TrainConfig(epochs=3, batch_size=16, lr=2e-3, train_cases=["6", "9", "11"], val_cases=["1"], eval_every=1)
+    import torch
+
+    meta = train_classifier(data_dir, config, out, torch.device("cpu"), log=lambda *_: None)
+    out.with_suffix(".meta").write_text(str(meta["history"]))
+    return out

@@ -1,0 +1,27 @@
+"""The committed default weights: they load with no --weights and classify held-out cells."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from karyoflow.classify.weights import DEFAULT_WEIGHTS, sha256_of
+from tests.test_train_eval import karyo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_card_matches_the_committed_weights() -> None:
+    card = (REPO / "models" / "chrnet4.md").read_text()
+    assert sha256_of(DEFAULT_WEIGHTS) in card
+    assert DEFAULT_WEIGHTS.stat().st_size < 40 * 1024 * 1024  # fp16
+
+
+def test_default_weights_classify_the_labelled_cells(labelled_dir: Path, tmp_path: Path) -> None:
+    # bioimlab-labelled holds validation cells only (never trained on): an honest check
+    out = tmp_path / "labelled.json"
+    result = karyo("eval", "classify", "--data", str(labelled_dir), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["n_cells"] == 8 and report["n"] == 368
+    assert report["accuracy"] > 0.85

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from karyoflow.data.bioimlab import read_mci
+from karyoflow.segment.dataset import SegmentationSample, polygon_mask, sample_from_mci, to_coco, training_pair
+from karyoflow.segment.evaluate import Detections, coco_ap, match_instances, whole_correct_and_counts
+from karyoflow.segment.model import build_model
+from karyoflow.segment.pointrend import (
+    PointRendMaskHead,
+    fine_grained_features,
+    most_uncertain_grid_points,
+    point_sample,
+    uncertain_points_with_randomness,
+)
+
+
+def test_polygon_mask_coco_round_trip_on_real_files(data_dir: Path, tmp_path: Path) -> None:
+    mci = read_mci(data_dir / "mci" / "original_1.json")
+    sample = sample_from_mci(mci)
+    masks = sample.masks
+    assert masks.shape == (len(mci.polygons), 576, 768) and masks.any(axis=(1, 2)).all()
+    # overlapping chromosomes each keep their full mask: some pixels belong to two instances
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(to_coco([sample])))
+    coco = COCO(str(path))
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert len(annotations) == len(masks)
+    for annotation, mask in zip(annotations, masks, strict=True):
+        assert np.array_equal(coco.annToMask(annotation), mask)
+        x, y, w, h = annotation["bbox"]
+        ys, xs = np.nonzero(mask)
+        assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        # the mask follows the labelme polygon: its area is the polygon's (shoelace) area
+    polygon = mci.polygons[0]
+    shoelace = 0.5 * abs(
+        np.dot(polygon[:, 0], np.roll(polygon[:, 1], 1)) - np.dot(polygon[:, 1], np.roll(polygon[:, 0], 1))
+    )
+    assert abs(masks[0].sum() - shoelace) / shoelace < 0.25
+
+
+def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
+    sample = sample_from_mci(read_mci(data_dir / "mci" / "original_2.json"))
+    masks = sample.masks.astype(bool)
+    boxes = np.array([mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks])
+    boxes[:, 2:] += boxes[:, :2]
+    perfect = Detections(boxes=boxes, scores=np.linspace(1, 0.6, len(masks)), masks=masks)
+    report = coco_ap([sample], [perfect])
+    assert report["bbox"]["AP50"] == 100.0 and report["segm"]["AP"] == 100.0
+    assert whole_correct_and_counts([sample], [perfect]) == {"wcr": 1.0, "mean_abs_count_error": 0.0}
+    missing_one = Detections(boxes[1:], perfect.scores[1:], masks[1:])
+    assert coco_ap([sample], [missing_one])["bbox"]["AP50"] < 100.0
+    assert whole_correct_and_counts([sample], [missing_one]) == {"wcr": 0.0, "mean_abs_count_error": 1.0}
+
+
+def test_match_instances_is_one_to_one() -> None:
+    ious = np.array([[0.9, 0.6], [0.8, 0.2], [0.3, 0.55]])
+    assert match_instances(ious) == [(0, 0), (2, 1)]
+
+
+def test_flip_augmentation_moves_masks_with_the_image(data_dir: Path) -> None:
+    sample = sample_from_mci(read_mci(data_dir / "mci" / "original_1.json"))
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        image, target = training_pair(sample, rng)
+        bright = image[0].numpy() > 0.3
+        inside = target["masks"].numpy().any(0)
+        assert bright[inside].mean() > 3 * bright[~inside].mean()
+        assert (target["boxes"][:, 2:] > target["boxes"][:, :2]).all()
+
+
+def test_point_selection_picks_the_most_uncertain_points() -> None:
+    logits = torch.full((1, 1, 8, 8), 6.0)
+    uncertain = [(1, 2), (5, 5), (7, 0)]  # (row, col)
+    for rank, (row, col) in enumerate(uncertain):
+        logits[0, 0, row, col] = 0.1 * rank  # closer to 0 = more uncertain
+    indices, coords = most_uncertain_grid_points(logits, 3)
+    assert indices[0].tolist() == [row * 8 + col for row, col in uncertain]
+    assert torch.allclose(coords[0, 0], torch.tensor([(2 + 0.5) / 8, (1 + 0.5) / 8]))
+
+
+def test_training_points_concentrate_where_the_coarse_mask_is_unsure() -> None:
+    # a logit map that is 0 (unsure) on a vertical band x in [0.4, 0.6] and confident elsewhere
+    xs = torch.linspace(0, 1, 28)
+    band = ((xs - 0.5).abs() < 0.1).float()
+    logits = (8.0 * (1 - band)).expand(28, 28)[None, None].clone()
+    generator = torch.Generator().manual_seed(0)
+    points = uncertain_points_with_randomness(logits, 196, 3.0, 0.75, generator=generator)
+    assert points.shape == (1, 196, 2)
+    in_band = ((points[0, :, 0] - 0.5).abs() < 0.12).float().mean()
+    assert in_band > 0.7  # uniform sampling would put ~24% there
+    all_random = uncertain_points_with_randomness(logits, 196, 3.0, 0.0, generator=generator)
+    assert ((all_random[0, :, 0] - 0.5).abs() < 0.12).float().mean() < 0.45
+
+
+def test_point_sample_is_bilinear() -> None:
+    grid = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+    value = point_sample(grid, torch.tensor([[[0.5, 0.5], [0.25, 0.25]]]))
+    assert torch.allclose(value, torch.tensor([[[1.5, 0.0]]]))
+
+
+def test_fine_features_come_from_the_right_image_and_place() -> None:
+    feature_map = torch.zeros(2, 1, 16, 16)
+    feature_map[1, 0, 4:8, 8:12] = 1.0  # image 1, pixels x 32..48, y 16..32 at stride 4
+    boxes = [torch.zeros(0, 4), torch.tensor([[32.0, 16.0, 48.0, 32.0]])]
+    coords = torch.tensor([[[0.5, 0.5], [0.5, 1.5]]])
+    sampled = fine_grained_features(feature_map, boxes, coords, (64, 64))
+    assert sampled.shape == (1, 1, 2)
+    assert sampled[0, 0, 0] == 1.0 and sampled[0, 0, 1] == 0.0
+
+
+@pytest.mark.parametrize("steps, size", [(1, 56), (2, 112), (3, 224)])
+def test_subdivision_reaches_the_requested_resolution(steps: int, size: int) -> None:
+    head = PointRendMaskHead(torch.nn.Identity(), torch.nn.Identity(), fine_channels=8, subdivision_points=100)
+    coarse = torch.randn(3, 1, 28, 28)
+    fine_map = torch.randn(1, 8, 32, 32)
+    boxes = [torch.tensor([[10.0, 10.0, 40.0, 90.0], [50, 5, 70, 60], [0, 0, 20, 20]])]
+    out = head.subdivide(coarse, fine_map, boxes, (128, 128), steps=steps)
+    assert out.shape == (3, 1, size, size)
+    # only the re-classified points differ from plain bilinear upsampling
+    plain = torch.nn.functional.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
+    if steps == 1:
+        changed = (out != plain).flatten(1).sum(1)
+        assert (changed <= 100).all() and (changed > 0).all()
+
+
+def test_chrrender_trains_and_predicts_full_size_masks() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", min_size=128, max_size=128)
+    image = torch.zeros(3, 128, 128)
+    image[:, 30:90, 40:52] = 1.0
+    mask = torch.zeros(1, 128, 128, dtype=torch.uint8)
+    mask[0, 30:90, 40:52] = 1
+    target = {"boxes": torch.tensor([[40.0, 30.0, 52.0, 90.0]]), "labels": torch.tensor([1]), "masks": mask}
+    model.train()
+    losses = model([image], [target])
+    assert set(losses) >= {"loss_mask", "loss_mask_point", "loss_classifier", "loss_objectness"}
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        result = model([image])[0]
+    assert result["masks"].shape[1:] == (1, 128, 128)
+
+
+def _crop(sample: SegmentationSample, y0: int, x0: int, size: int) -> SegmentationSample:
+    """A size x size crop keeping the polygons that lie wholly inside it."""
+    inside = [
+        p - [x0, y0]
+        for p in sample.polygons
+        if p[:, 0].min() >= x0 and p[:, 0].max() < x0 + size and p[:, 1].min() >= y0 and p[:, 1].max() < y0 + size
+    ]
+    image = sample.image[y0 : y0 + size, x0 : x0 + size].copy()
+    # pixels of chromosomes cut by the crop edge are blanked so they are not unlabelled objects
+    keep = np.zeros_like(image, dtype=bool)
+    for p in inside:
+        keep |= polygon_mask(p, size, size).astype(bool)
+    image[~keep] = 0
+    return SegmentationSample(sample.name, sample.case, image, inside, ["chr"] * len(inside))
+
+
+def _busiest_crop(sample: SegmentationSample, size: int) -> SegmentationSample:
+    height, width = sample.image.shape
+    windows = [(y0, x0) for y0 in range(0, height - size + 1, 32) for x0 in range(0, width - size + 1, 32)]
+    best = max(windows, key=lambda w: len(_crop(sample, w[0], w[1], size).polygons))
+    return _crop(sample, best[0], best[1], size)
+
+
+@pytest.mark.slow
+def test_short_overfit_run_finds_the_chromosomes_of_two_images(data_dir: Path) -> None:
+    torch.manual_seed(0)
+    samples = [
+        _busiest_crop(sample_from_mci(read_mci(data_dir / "mci" / name)), 192)
+        for name in ("original_6.json", "original_11.json")
+    ]
+    assert all(len(s.polygons) >= 4 for s in samples)
+    model = build_model("resnet18", min_size=192, max_size=192)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(240):
+        pairs = [training_pair(s, rng) for s in samples]
+        losses = model([p[0] for p in pairs], [p[1] for p in pairs])
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+    from karyoflow.segment.predictor import segment_images
+
+    predictions = segment_images(model, [s.image for s in samples])
+    report = coco_ap(samples, predictions)
+    assert report["bbox"]["AP50"] > 60.0, report
