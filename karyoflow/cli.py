@@ -17,6 +17,7 @@ and exit code 2; nothing is half-written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -59,9 +60,10 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
-    from karyoflow.classify.train import TrainConfig, pick_device, train_classifier
+    from karyoflow.classify.train import TrainConfig, train_classifier
     from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
     from karyoflow.data.split import make_split, read_split, write_split
+    from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     split_path: Path = args.split
@@ -75,6 +77,9 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
         lr=args.lr,
         center_weight=args.center_weight,
         method=args.method,
+        canvas_height=args.canvas[0],
+        canvas_width=args.canvas[1],
+        reference_size=args.reference_size,
         seed=args.seed,
         eval_every=args.eval_every,
         max_steps=args.max_steps,
@@ -98,17 +103,21 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         predict_probabilities,
         save_confusion_png,
     )
-    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.classify.weights import load_weights
     from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     cases = _split_cases(args, data_dir, args.subset)
     device = pick_device(args.device)
     model, meta = load_weights(args.weights, device)
-    method = args.method or meta["straighten"]
+    preprocessing = Preprocessing.from_meta(meta)
+    if args.method:
+        preprocessing = dataclasses.replace(preprocessing, method=args.method)
+    method = preprocessing.method
     started = time.time()
-    tensors = load_ici_tensors(data_dir, cases, method)
+    tensors = load_ici_tensors(data_dir, cases, preprocessing)
     probs = predict_probabilities(model, tensors.images, tta=not args.no_tta, device=device)
     report = classification_report(tensors.targets.numpy(), probs.argmax(1).numpy())
     report.update(
@@ -143,12 +152,11 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from karyoflow.classify.dataset import load_ici_tensors
     from karyoflow.classify.evaluate import predict_probabilities
-    from karyoflow.classify.preprocess import prepare_cell
-    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.classify.weights import load_weights
     from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+    from karyoflow.device import pick_device
 
     torch.set_flush_denormal(True)
     data_dir = resolve_data_dir(args.data)
@@ -156,12 +164,13 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
     model, meta = load_weights(args.weights, device)
     case = list_ici_cases(data_dir)[0]
     raw = [r.load() for r in read_ici_case(data_dir, case)][: args.batch]
-    tensors = load_ici_tensors(data_dir, [case], meta["straighten"]).images[: args.batch]
-    predict_probabilities(model, tensors, tta=not args.no_tta, device=device)  # warm-up
+    preprocessing = Preprocessing.from_meta(meta)
+    warm = torch.from_numpy(preprocessing.prepare(raw).canvases)[:, None]
+    predict_probabilities(model, warm, tta=not args.no_tta, device=device)  # warm-up
     prep_times, net_times = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        images = torch.from_numpy(prepare_cell(raw, meta["straighten"]).canvases)[:, None]
+        images = torch.from_numpy(preprocessing.prepare(raw).canvases)[:, None]
         prep_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         predict_probabilities(model, images, batch_size=args.batch, tta=not args.no_tta, device=device)
@@ -185,10 +194,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import torch
 
     from karyoflow.classify.evaluate import predict_probabilities
-    from karyoflow.classify.preprocess import prepare_cell
-    from karyoflow.classify.train import pick_device
+    from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.classify.weights import load_weights
     from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+    from karyoflow.device import pick_device
     from karyoflow.labels import LABELS
 
     data_dir = resolve_data_dir(args.data)
@@ -199,7 +208,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     print(f"{'cell':>5}  {'file':<14} {'true':>4} {'pred':>4} {'p':>5}  top-3")
     for case in cases:
         records = read_ici_case(data_dir, case)
-        prepared = prepare_cell([r.load() for r in records], meta["straighten"])
+        prepared = Preprocessing.from_meta(meta).prepare([r.load() for r in records])
         probs = predict_probabilities(model, torch.from_numpy(prepared.canvases)[:, None], device=device)
         for record, p in zip(records, probs, strict=True):
             top = torch.topk(p, 3)
@@ -242,9 +251,9 @@ def cmd_data_coco(args: argparse.Namespace) -> int:
 
 
 def cmd_train_segment(args: argparse.Namespace) -> int:
-    from karyoflow.classify.train import pick_device
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.data.split import read_split
+    from karyoflow.device import pick_device
     from karyoflow.segment.train import SegmentTrainConfig, train_segmenter
 
     data_dir = resolve_data_dir(args.data)
@@ -286,8 +295,8 @@ def _segment_eval_report(model, samples, device) -> dict:
 
 
 def cmd_eval_segment(args: argparse.Namespace) -> int:
-    from karyoflow.classify.train import pick_device
     from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.device import pick_device
     from karyoflow.segment.dataset import load_samples
     from karyoflow.segment.predictor import load_segmenter
 
@@ -320,8 +329,8 @@ def cmd_bench_segment(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from karyoflow.classify.train import pick_device
     from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
+    from karyoflow.device import pick_device
     from karyoflow.segment.predictor import load_segmenter, segment_images
 
     torch.set_flush_denormal(True)
@@ -375,13 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(tc)
     tc.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. models/chrnet4.pt)")
     tc.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
-    tc.add_argument("--epochs", type=int, default=40)
+    tc.add_argument("--epochs", type=int, default=60)
     tc.add_argument("--batch-size", type=int, default=64)
     tc.add_argument("--lr", type=float, default=2e-3)
     tc.add_argument("--center-weight", type=float, default=0.5, help="alpha of center loss; 0 = off")
     tc.add_argument("--method", choices=["mask", "hough", "none"], default="mask", help="straightening")
+    tc.add_argument("--canvas", type=int, nargs=2, default=[112, 56], metavar=("H", "W"), help="input size")
+    tc.add_argument(
+        "--reference-size", type=float, default=23.3, help="canvas px of sqrt(area) of the cell's median chromosome"
+    )
     tc.add_argument("--seed", type=int, default=0)
-    tc.add_argument("--eval-every", type=int, default=5)
+    tc.add_argument("--eval-every", type=int, default=10)
     tc.add_argument("--max-steps", type=int, default=None)
     tc.add_argument("--limit-cells", type=int, default=None, help="train on the first N train cells")
     tc.add_argument("--no-val", action="store_true", help="skip validation during training")
@@ -460,13 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from karyoflow.classify.weights import WeightsError
     from karyoflow.data.bioimlab import DataError
-    from karyoflow.segment.predictor import SegmenterWeightsError
+    from karyoflow.weights_io import WeightsError
 
     try:
         return args.func(args)
-    except (UsageError, DataError, WeightsError, SegmenterWeightsError) as error:
+    except (UsageError, DataError, WeightsError) as error:
         print(f"karyo: error: {error}", file=sys.stderr)
         return 2
 

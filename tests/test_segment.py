@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -196,3 +197,20 @@ def test_short_overfit_run_finds_the_chromosomes_of_two_images(data_dir: Path) -
     predictions = segment_images(model, [s.image for s in samples])
     report = coco_ap(samples, predictions)
     assert report["bbox"]["AP50"] > 60.0, report
+
+
+def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
+    from karyoflow.segment import detectron2_backend
+
+    if importlib.util.find_spec("detectron2") is not None:
+        pytest.skip("detectron2 is installed here; test_detectron2_backend_config covers it")
+    with pytest.raises(detectron2_backend.BackendUnavailable, match="pip install"):
+        detectron2_backend.pointrend_config()
+
+
+def test_detectron2_backend_config() -> None:
+    from karyoflow.segment import detectron2_backend
+
+    pytest.importorskip("detectron2")  # only where a GPU deployment installed it
+    cfg = detectron2_backend.pointrend_config(device="cpu")
+    assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1

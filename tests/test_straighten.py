@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from karyoflow.classify.preprocess import place_on_canvas, prepare_cell
+from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, place_on_canvas, prepare_cell
 from karyoflow.straighten import crop_margins, rotate_expand, straighten
 
 
@@ -60,10 +60,10 @@ def test_cell_scale_keeps_relative_size() -> None:
     cell = prepare_cell([long_rod] * 6 + [short_rod] * 6, "mask")
     heights = [(c.sum(1) > 0).sum() for c in cell.canvases]
     assert heights[0] > 1.8 * heights[-1]
-    assert cell.canvases.shape == (12, 96, 48)
+    assert cell.canvases.shape == (12, CANVAS_HEIGHT, CANVAS_WIDTH)
 
 
 def test_canvas_shrinks_what_does_not_fit() -> None:
     canvas = place_on_canvas(np.full((300, 20), 200, np.uint8), scale=1.0)
-    assert canvas.shape == (96, 48)
-    assert (canvas[:, 24] > 0).sum() >= 90
+    assert canvas.shape == (CANVAS_HEIGHT, CANVAS_WIDTH)
+    assert (canvas[:, CANVAS_WIDTH // 2] > 0).sum() >= CANVAS_HEIGHT - 6

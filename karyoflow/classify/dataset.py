@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from karyoflow.classify.preprocess import prepare_cell
+from karyoflow.classify.preprocess import Preprocessing
 from karyoflow.data.bioimlab import read_icis
 from karyoflow.straighten import Method
 
@@ -26,11 +26,13 @@ class IciTensors:
         return len(self.targets)
 
 
-def load_ici_tensors(data_dir: Path, cases: list[str] | None, method: Method) -> IciTensors:
+def load_ici_tensors(data_dir: Path, cases: list[str] | None, preprocessing: Preprocessing | Method) -> IciTensors:
     """Read and prepare every ICI of the given cells (all cells when None), cell by cell."""
+    if isinstance(preprocessing, str):
+        preprocessing = Preprocessing(preprocessing)
     images, targets, case_of, paths = [], [], [], []
     for case, records in read_icis(data_dir, cases).items():
-        prepared = prepare_cell([r.load() for r in records], method)
+        prepared = preprocessing.prepare([r.load() for r in records])
         images.append(prepared.canvases)
         targets.extend(r.class_index for r in records)
         case_of.extend([case] * len(records))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from karyoflow.classify.evaluate import predict_probabilities
-from karyoflow.classify.preprocess import prepare_cell
+from karyoflow.classify.preprocess import Preprocessing
 from karyoflow.classify.weights import load_weights
 from karyoflow.labels import LABELS
 
@@ -33,12 +33,12 @@ class ChromosomeClassifier:
             torch.set_flush_denormal(True)
         self.device = torch.device(device)
         self.model, self.meta = load_weights(weights, self.device)
-        self.method = self.meta["straighten"]
+        self.preprocessing = Preprocessing.from_meta(self.meta)
         self.tta = tta
 
     def classify_cell(self, images: list[np.ndarray]) -> list[IciPrediction]:
         """Classify the ICIs of one cell together (they share the cell's scale normalisation)."""
-        prepared = prepare_cell(images, self.method)
+        prepared = self.preprocessing.prepare(images)
         batch = torch.from_numpy(prepared.canvases)[:, None]
         probs = predict_probabilities(self.model, batch, tta=self.tta, device=self.device).numpy()
         predictions = []

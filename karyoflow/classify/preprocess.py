@@ -21,12 +21,30 @@ import numpy as np
 
 from karyoflow.straighten import Method, foreground_mask, straighten
 
-CANVAS_HEIGHT = 96
-CANVAS_WIDTH = 48
-REFERENCE_SIZE = 20.0  # canvas pixels of sqrt(area) for the cell's median chromosome (~0.8x native)
+CANVAS_HEIGHT = 112
+CANVAS_WIDTH = 56
+REFERENCE_SIZE = 23.3  # canvas pixels of sqrt(area) of the cell's median chromosome (~0.93x native)
 # BioImLab ICIs: median over cells of the median sqrt(foreground area), measured on the
 # development data (103 cells: median 24.9, 5th-95th percentile 21.3-34.5); used for lone ICIs.
 TYPICAL_CELL_SIZE = 25.0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How ICIs are prepared; stored with the weights so inference matches training."""
+
+    method: Method = "mask"
+    height: int = CANVAS_HEIGHT
+    width: int = CANVAS_WIDTH
+    reference_size: float = REFERENCE_SIZE
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> Preprocessing:
+        height, width = meta.get("canvas", (CANVAS_HEIGHT, CANVAS_WIDTH))
+        return cls(meta["straighten"], int(height), int(width), float(meta.get("reference_size", REFERENCE_SIZE)))
+
+    def prepare(self, images: list[np.ndarray]) -> PreparedCell:
+        return prepare_cell(images, self.method, self.height, self.width, self.reference_size)
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,7 @@ def prepare_cell(
     method: Method = "mask",
     height: int = CANVAS_HEIGHT,
     width: int = CANVAS_WIDTH,
+    reference_size: float = REFERENCE_SIZE,
 ) -> PreparedCell:
     """Straighten every ICI of one cell and draw them at the cell's common scale."""
     if not images:
@@ -66,9 +85,9 @@ def prepare_cell(
     straightened = [straighten(image, method) for image in images]
     sizes = [chromosome_size(s.image) for s in straightened]
     if len(images) >= 10:
-        scale = REFERENCE_SIZE / float(np.median(sizes))
+        scale = reference_size / float(np.median(sizes))
     else:  # too few chromosomes for a cell statistic: assume a typical BioImLab cell
-        scale = REFERENCE_SIZE / TYPICAL_CELL_SIZE
+        scale = reference_size / TYPICAL_CELL_SIZE
     foreground = np.concatenate([s.image[foreground_mask(s.image)] for s in straightened])
     level = float(np.percentile(foreground, 99)) if foreground.size else 255.0
     level = max(level, 1.0)

@@ -19,31 +19,28 @@ from karyoflow.classify.dataset import IciTensors, augment, load_ici_tensors
 from karyoflow.classify.evaluate import classification_report, predict_probabilities
 from karyoflow.classify.losses import CenterLoss
 from karyoflow.classify.model import BLOCKS_PER_STAGE, ChrNet4
-from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, REFERENCE_SIZE
+from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, REFERENCE_SIZE, Preprocessing
 from karyoflow.classify.weights import save_weights
 from karyoflow.labels import NUM_CLASSES
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
     center_weight: float = 0.5  # alpha of the paper's equation (3); 0 turns center loss off
     label_smoothing: float = 0.05
     method: str = "mask"
+    canvas_height: int = CANVAS_HEIGHT
+    canvas_width: int = CANVAS_WIDTH
+    reference_size: float = REFERENCE_SIZE
     seed: int = 0
     eval_every: int = 5
     max_steps: int | None = None  # stop early (tests, smoke runs)
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train_classifier(
@@ -58,8 +55,9 @@ def train_classifier(
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals made CPU training several times slower
     started = time.time()
-    train_set = load_ici_tensors(data_dir, config.train_cases, config.method)
-    val_set = load_ici_tensors(data_dir, config.val_cases, config.method) if config.val_cases else None
+    preprocessing = Preprocessing(config.method, config.canvas_height, config.canvas_width, config.reference_size)
+    train_set = load_ici_tensors(data_dir, config.train_cases, preprocessing)
+    val_set = load_ici_tensors(data_dir, config.val_cases, preprocessing) if config.val_cases else None
     log(
         f"train ICIs: {len(train_set)} from {len(config.train_cases)} cells; "
         f"val ICIs: {len(val_set) if val_set else 0} ({time.time() - started:.1f} s to prepare)"
@@ -143,6 +141,7 @@ def train_classifier(
         record["elapsed_s"] = round(elapsed, 1)
         history.append(record)
         log(json.dumps(record))
+        tmp = checkpoint_path.with_suffix(".ckpt.tmp")
         torch.save(
             {
                 "model": model.state_dict(),
@@ -155,8 +154,9 @@ def train_classifier(
                 "elapsed_s": elapsed,
                 "config": asdict(config),
             },
-            checkpoint_path,
+            tmp,
         )
+        tmp.replace(checkpoint_path)  # atomic: a run killed while saving keeps its last checkpoint
         if last:
             break
 
@@ -164,14 +164,13 @@ def train_classifier(
         "architecture": "ChrNet4",
         "blocks_per_stage": list(BLOCKS_PER_STAGE),
         "straighten": config.method,
-        "canvas": [CANVAS_HEIGHT, CANVAS_WIDTH],
-        "reference_size": REFERENCE_SIZE,
+        "canvas": [config.canvas_height, config.canvas_width],
+        "reference_size": config.reference_size,
         "train_config": asdict(config),
         "history": history,
         "train_wall_s": round(elapsed_before + time.time() - epoch_started, 1),
         "device": str(device),
     }
-    meta["sha256_note"] = "sha256 of this file is in the model card"
     sha = save_weights(model, out, meta)
     (out.with_suffix(".history.json")).write_text(json.dumps(meta, indent=1) + "\n")
     log(f"wrote {out} (sha256 {sha})")

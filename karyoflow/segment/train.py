@@ -72,6 +72,7 @@ def train_segmenter(
         log(f"resumed from {checkpoint_path} at step {step}")
 
     def save_checkpoint() -> None:
+        tmp = checkpoint_path.with_suffix(".ckpt.tmp")
         torch.save(
             {
                 "model": model.state_dict(),
@@ -83,8 +84,9 @@ def train_segmenter(
                 "elapsed_s": elapsed_before + time.time() - started,
                 "config": asdict(config),
             },
-            checkpoint_path,
+            tmp,
         )
+        tmp.replace(checkpoint_path)
 
     started = time.time()
     model.train()

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Write a model card (models/<name>.md) from a weights file's training metadata and the JSON
+written by `karyo eval ...`, so every figure in the card comes from a command's output.
+
+    python scripts/model_card.py --weights models/chrnet4.pt --eval out/eval-classify.json \
+        [--eval-extra NAME=out/other.json ...] --command "karyo train classify ..." --out models/chrnet4.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--eval", type=Path, required=True, help="main validation eval JSON")
+    parser.add_argument("--eval-extra", action="append", default=[], help="NAME=JSON, more eval results")
+    parser.add_argument("--command", required=True, help="the training command that made the weights")
+    parser.add_argument("--eval-command", required=True)
+    parser.add_argument("--notes", default="")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    blob = torch.load(args.weights, map_location="cpu", weights_only=True)
+    meta = blob["meta"]
+    sha = hashlib.sha256(args.weights.read_bytes()).hexdigest()
+    size_mb = args.weights.stat().st_size / 1e6
+    params = sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())
+    config = meta["train_config"]
+    report = json.loads(args.eval.read_text())
+    lines = [
+        f"# Model card: {args.weights.name}",
+        "",
+        f"- **Architecture**: {meta['architecture']} ({params / 1e6:.2f} M parameters), stored fp16, {size_mb:.1f} MB",
+        f"- **sha256**: `{sha}`",
+        f"- **Format**: `{blob['format']}` (weights + the preprocessing they expect, read by the loader)",
+        f"- **Trained on**: {meta['device']}, wall time {meta['train_wall_s'] / 60:.1f} min",
+        "",
+        "## Data and split",
+        "",
+        "BioImLab Q-band ICIs/MCIs (`../shared/data/bioimlab`, read via `--data`/`KARYO_DATA`).",
+        f"Split `splits/bioimlab.json` (by cell, seed 2026): trained on {len(config.get('train_cases', []))} cells; "
+        f"validated on {report.get('n_cells', report.get('n_images'))} "
+        f"{'cells' if 'n_cells' in report else 'images'} never trained on, including the 8 "
+        "cells of the class-labelled MCIs (1, 2, 3, 4, 7, 8, 106, 107).",
+        "",
+        "## Training command",
+        "",
+        "```sh",
+        args.command,
+        "```",
+        "",
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items() if not k.endswith("_cases")),
+        "",
+        "## Validation",
+        "",
+        "```sh",
+        args.eval_command,
+        "```",
+        "",
+    ]
+    if "accuracy" in report:
+        lines += [
+            "| subset | ICIs | cells | accuracy | macro recall | macro precision | flip TTA |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        rows = [("validation", report)] + [
+            (name, json.loads(Path(path).read_text()))
+            for name, path in (item.split("=", 1) for item in args.eval_extra)
+        ]
+        for name, r in rows:
+            lines.append(
+                f"| {name} | {r['n']} | {r['n_cells']} | {r['accuracy']:.2%} | {r['macro_recall']:.2%} "
+                f"| {r['macro_precision']:.2%} | {'yes' if r.get('tta') else 'no'} |"
+            )
+        lines += [
+            "",
+            "Per-class recall (validation): "
+            + ", ".join(f"{k} {v['recall']:.0%}" for k, v in report["per_class"].items()),
+        ]
+    else:
+        lines += [
+            "| metric | AP | AP50 | AP75 | APs | APm | APl |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for kind in ("bbox", "segm"):
+            figures = report[kind]
+            lines.append(
+                f"| {kind} | "
+                + " | ".join(
+                    "n/a" if figures[k] is None else f"{figures[k]:.2f}"
+                    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+                )
+                + " |"
+            )
+        lines += [
+            "",
+            f"WCR {report['wcr']:.2%}, mean absolute count error {report['mean_abs_count_error']:.2f}, "
+            f"{report['n_images']} validation MCIs.",
+        ]
+    history = meta.get("history", [])
+    if history:
+        lines += ["", "## Training history (last records)", "", "```"]
+        lines += [json.dumps(h) for h in history[-5:]]
+        lines += ["```"]
+    if args.notes:
+        lines += ["", "## Notes", "", args.notes]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
