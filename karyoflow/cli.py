@@ -225,7 +225,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mci_cases(args: argparse.Namespace, data_dir: Path) -> list[str] | None:
+def _mci_cases(args: argparse.Namespace) -> list[str] | None:
+    """The cells of `--split`'s `--subset`, or None (every MCI) without a split file."""
     from karyoflow.data.split import read_split
 
     if args.split is None:
@@ -238,7 +239,7 @@ def cmd_data_coco(args: argparse.Namespace) -> int:
     from karyoflow.segment.dataset import load_samples, to_coco
 
     data_dir = resolve_data_dir(args.data)
-    samples = load_samples(data_dir, _mci_cases(args, data_dir))
+    samples = load_samples(data_dir, _mci_cases(args))
     if not samples:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     coco = to_coco(samples)
@@ -301,7 +302,7 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     from karyoflow.segment.predictor import load_segmenter
 
     data_dir = resolve_data_dir(args.data)
-    samples = load_samples(data_dir, _mci_cases(args, data_dir))
+    samples = load_samples(data_dir, _mci_cases(args))
     if not samples:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     device = pick_device(args.device)

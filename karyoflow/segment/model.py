@@ -2,7 +2,8 @@
 
 One job per piece, as torchvision.models.detection: `build_backbone` (ResNet-18/50 FPN or
 MobileNetV3-FPN, trained from scratch with GroupNorm), torchvision's RPN and box head, and
-`ChrRenderRoIHeads`, whose mask branch is `PointRendMaskHead`. `build_model(pointrend=False)`
+`ChrRenderRoIHeads`, whose mask branch is `PointRendMaskHead` (ChrRender = torchvision's
+MaskRCNN with these RoI heads). `build_model(pointrend=False)`
 gives plain Mask R-CNN (the ablation baseline) with the same backbone and box branch.
 
 Resize policy: none. BioImLab MCIs are 768x576 and the smallest chromosomes only ~15 px long;
@@ -64,8 +65,7 @@ class ChrRenderRoIHeads(RoIHeads):
     def __init__(self, *args, point_head: PointRendMaskHead, fine_level: str = "0", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.point_rend = point_head
-        self.fine_level = fine_level
-        self.padded_size: tuple[int, int] = (0, 0)  # set by ChrRender before each call
+        self.fine_level = fine_level  # the stride-4 FPN level
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: D401 - torchvision API
         fine_map = features[self.fine_level]
@@ -89,9 +89,7 @@ class ChrRenderRoIHeads(RoIHeads):
             loss_mask = maskrcnn_loss(logits, mask_boxes, gt_masks, gt_labels, mask_matched)
             index = torch.arange(len(logits), device=logits.device)
             coarse = logits[index, torch.cat(mask_labels)][:, None]
-            loss_point = self.point_rend.point_loss(
-                coarse, fine_map, mask_boxes, gt_masks, mask_matched, self.padded_size
-            )
+            loss_point = self.point_rend.point_loss(coarse, fine_map, mask_boxes, gt_masks, mask_matched)
             losses = {
                 "loss_classifier": loss_classifier,
                 "loss_box_reg": loss_box_reg,
@@ -104,34 +102,13 @@ class ChrRenderRoIHeads(RoIHeads):
         pooled = self.mask_roi_pool(features, boxes, image_shapes)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         coarse = self.point_rend.coarse_logits(pooled, all_labels)
-        fine = self.point_rend.subdivide(coarse, fine_map, boxes, self.padded_size)
+        fine = self.point_rend.subdivide(coarse, fine_map, boxes)
         probabilities = fine.sigmoid().split([len(b) for b in boxes])
         result = [
             {"boxes": b, "labels": lab, "scores": s, "masks": m}
             for b, lab, s, m in zip(boxes, labels, scores, probabilities, strict=True)
         ]
         return result, {}
-
-
-class ChrRender(MaskRCNN):
-    """Mask R-CNN that tells its RoI heads the padded batch size (PointRend needs it to map
-    image points onto the finest feature map)."""
-
-    def forward(self, images, targets=None):
-        if isinstance(self.roi_heads, ChrRenderRoIHeads):
-            original = self.transform.forward
-
-            def remember(images_in, targets_in=None):
-                image_list, out_targets = original(images_in, targets_in)
-                self.roi_heads.padded_size = tuple(image_list.tensors.shape[-2:])
-                return image_list, out_targets
-
-            self.transform.forward = remember
-            try:
-                return super().forward(images, targets)
-            finally:
-                del self.transform.forward
-        return super().forward(images, targets)
 
 
 def build_model(
@@ -158,8 +135,7 @@ def build_model(
         mask_head=MaskRCNNHeads(FPN_CHANNELS, [FPN_CHANNELS] * 4, 1),
         mask_predictor=MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, NUM_CLASSES),
     )
-    model_class = ChrRender if pointrend else MaskRCNN
-    model = model_class(body, **common)
+    model = MaskRCNN(body, **common)
     if pointrend:
         heads = model.roi_heads
         point_head = PointRendMaskHead(heads.mask_head, heads.mask_predictor, fine_channels=FPN_CHANNELS)

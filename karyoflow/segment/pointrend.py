@@ -106,15 +106,16 @@ def fine_grained_features(
     feature_map: torch.Tensor,
     boxes: list[torch.Tensor],
     coords: torch.Tensor,
-    padded_size: tuple[int, int],
+    stride: int = 4,
 ) -> torch.Tensor:
     """Sample the finest FPN map (B, C, Hf, Wf) at box-relative points -> (R, C, P).
 
     `boxes` holds one tensor of boxes per image, in the (transformed) image's pixels;
-    `coords` is (R, P, 2) for all boxes in that order; `padded_size` is the (H, W) of the
-    padded batch the feature map was computed from, so pixel / size is the [0, 1] coordinate.
+    `coords` is (R, P, 2) for all boxes in that order. The batch is padded to a multiple of 32,
+    so the map covers exactly (Hf * stride, Wf * stride) pixels: pixel / that is the [0, 1]
+    coordinate.
     """
-    height, width = padded_size
+    height, width = feature_map.shape[-2] * stride, feature_map.shape[-1] * stride
     out = []
     start = 0
     for image_index, image_boxes in enumerate(boxes):
@@ -169,7 +170,6 @@ class PointRendMaskHead(nn.Module):
         boxes: list[torch.Tensor],
         gt_masks: list[torch.Tensor],
         matched: list[torch.Tensor],
-        padded_size: tuple[int, int],
     ) -> torch.Tensor:
         if coarse.shape[0] == 0:
             return coarse.sum() * 0
@@ -177,7 +177,7 @@ class PointRendMaskHead(nn.Module):
             coords = uncertain_points_with_randomness(
                 coarse.detach(), self.train_points, self.oversample_ratio, self.importance_sample_ratio
             )
-        fine = fine_grained_features(fine_map, boxes, coords, padded_size)
+        fine = fine_grained_features(fine_map, boxes, coords)
         point_logits = self.point_head(fine, point_sample(coarse, coords))[:, 0]
         targets = []
         start = 0
@@ -199,7 +199,6 @@ class PointRendMaskHead(nn.Module):
         coarse: torch.Tensor,
         fine_map: torch.Tensor,
         boxes: list[torch.Tensor],
-        padded_size: tuple[int, int],
         steps: int | None = None,
     ) -> torch.Tensor:
         """Adaptive subdivision: (R, 1, h, w) -> (R, 1, h * 2^steps, w * 2^steps) logits."""
@@ -210,7 +209,7 @@ class PointRendMaskHead(nn.Module):
                 continue
             regions, channels, height, width = logits.shape
             indices, coords = most_uncertain_grid_points(logits, self.subdivision_points)
-            fine = fine_grained_features(fine_map, boxes, coords, padded_size)
+            fine = fine_grained_features(fine_map, boxes, coords)
             refined = self.point_head(fine, point_sample(coarse, coords))
             flat = logits.view(regions, channels, height * width)
             flat = flat.scatter(2, indices[:, None, :], refined)
