@@ -118,14 +118,14 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     method = preprocessing.method
     started = time.time()
     tensors = load_ici_tensors(data_dir, cases, preprocessing)
-    probs = predict_probabilities(model, tensors.images, tta=not args.no_tta, device=device)
+    probs = predict_probabilities(model, tensors.images, tta=args.tta, device=device)
     report = classification_report(tensors.targets.numpy(), probs.argmax(1).numpy())
     report.update(
         {
             "cells": sorted(set(tensors.cases), key=lambda c: (len(c), c)),
             "n_cells": len(set(tensors.cases)),
             "straighten": method,
-            "tta": not args.no_tta,
+            "tta": args.tta,
             "weights": str(args.weights or "models/chrnet4.pt"),
             "seconds": round(time.time() - started, 2),
         }
@@ -166,21 +166,21 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
     raw = [r.load() for r in read_ici_case(data_dir, case)][: args.batch]
     preprocessing = Preprocessing.from_meta(meta)
     warm = torch.from_numpy(preprocessing.prepare(raw).canvases)[:, None]
-    predict_probabilities(model, warm, tta=not args.no_tta, device=device)  # warm-up
+    predict_probabilities(model, warm, tta=args.tta, device=device)  # warm-up
     prep_times, net_times = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
         images = torch.from_numpy(preprocessing.prepare(raw).canvases)[:, None]
         prep_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        predict_probabilities(model, images, batch_size=args.batch, tta=not args.no_tta, device=device)
+        predict_probabilities(model, images, batch_size=args.batch, tta=args.tta, device=device)
         net_times.append(time.perf_counter() - started)
     prep, net = float(np.median(prep_times)), float(np.median(net_times))
     result = {
         "device": str(device),
         "threads": torch.get_num_threads(),
         "batch": len(raw),
-        "tta": not args.no_tta,
+        "tta": args.tta,
         "prepare_s": round(prep, 4),
         "network_s": round(net, 4),
         "icis_per_s": round(len(raw) / (prep + net), 1),
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--method", choices=["mask", "hough", "none"], default=None)
     ec.add_argument("--json", type=Path, required=True)
     ec.add_argument("--png", type=Path, default=None, help="confusion matrix (default: next to JSON)")
-    ec.add_argument("--no-tta", action="store_true", help="no flip test-time averaging")
+    ec.add_argument("--tta", action="store_true", help="average over the four flips (4x the time)")
     ec.add_argument("--device", default=None)
     ec.set_defaults(func=cmd_eval_classify)
 
@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--weights", type=Path, default=None)
     bc.add_argument("--batch", type=int, default=46)
     bc.add_argument("--repeats", type=int, default=10)
-    bc.add_argument("--no-tta", action="store_true")
+    bc.add_argument("--tta", action="store_true")
     bc.add_argument("--device", default=None)
     bc.set_defaults(func=cmd_bench_classify)
 

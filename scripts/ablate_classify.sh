@@ -26,9 +26,9 @@ for variant in "${variants[@]}"; do
       --center-weight "$center" --canvas $CANVAS --reference-size "$REFERENCE" --eval-every 100 --resume 2>/dev/null
   fi
   .venv/bin/karyo eval classify --split splits/bioimlab.json --subset val --weights "$OUT/$name.pt" \
-    --no-tta --json "$OUT/$name.json"
+    --json "$OUT/$name.json"
   .venv/bin/karyo eval classify --split splits/bioimlab.json --subset val --weights "$OUT/$name.pt" \
-    --json "$OUT/$name.tta.json"
+    --tta --json "$OUT/$name.tta.json"
 done
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys

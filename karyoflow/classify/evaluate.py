@@ -16,11 +16,12 @@ def predict_probabilities(
     model: ChrNet4,
     images: torch.Tensor,
     batch_size: int = 128,
-    tta: bool = True,
+    tta: bool = False,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Softmax over the 24 classes; with `tta`, averaged over the four flips of each ICI
-    (a straightened chromosome's polarity is unknown, and training saw all four)."""
+    (a straightened chromosome's polarity is unknown, and training saw all four). Off by
+    default: it costs 4x and gave no gain for the default model (docs/classification.md)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):

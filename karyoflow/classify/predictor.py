@@ -26,7 +26,7 @@ class IciPrediction:
 
 
 class ChromosomeClassifier:
-    def __init__(self, weights: Path | None = None, device: str | None = None, tta: bool = True) -> None:
+    def __init__(self, weights: Path | None = None, device: str | None = None, tta: bool = False) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
