@@ -31,6 +31,14 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
 
 
+def _write_json(path: Path, document: dict) -> None:
+    """Atomically: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def _split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:
     from karyoflow.data.bioimlab import list_ici_cases
     from karyoflow.data.split import read_split
@@ -105,7 +113,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     )
     from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.classify.weights import load_weights
-    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.bioimlab import case_sort_key, resolve_data_dir
     from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
@@ -122,7 +130,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     report = classification_report(tensors.targets.numpy(), probs.argmax(1).numpy())
     report.update(
         {
-            "cells": sorted(set(tensors.cases), key=lambda c: (len(c), c)),
+            "cells": sorted(set(tensors.cases), key=case_sort_key),
             "n_cells": len(set(tensors.cases)),
             "straighten": method,
             "tta": args.tta,
@@ -130,8 +138,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
             "seconds": round(time.time() - started, 2),
         }
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    _write_json(args.json, report)
     png = args.png or args.json.with_suffix(".confusion.png")
     save_confusion_png(
         np.array(report["confusion"]),
@@ -314,8 +321,7 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
         "backbone": meta["backbone"],
         "weights": str(args.weights or "models/chrrender.pt"),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    _write_json(args.json, report)
     box, segm = report["bbox"], report["segm"]
     print(
         f"{report['n_images']} MCIs  bbox AP {box['AP']} AP50 {box['AP50']} AP75 {box['AP75']}  "
