@@ -198,35 +198,26 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    import torch
-
-    from karyoflow.classify.evaluate import predict_probabilities
-    from karyoflow.classify.preprocess import Preprocessing
-    from karyoflow.classify.weights import load_weights
+    from karyoflow.classify.predictor import ChromosomeClassifier
     from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
-    from karyoflow.device import pick_device
     from karyoflow.labels import LABELS
 
     data_dir = resolve_data_dir(args.data)
     cases = _split_cases(args, data_dir, None) or list_ici_cases(data_dir)[:3]
-    device = pick_device(args.device)
-    model, meta = load_weights(args.weights, device)
+    classifier = ChromosomeClassifier(args.weights, args.device)
     total = correct = 0
     print(f"{'cell':>5}  {'file':<14} {'true':>4} {'pred':>4} {'p':>5}  top-3")
     for case in cases:
         records = read_ici_case(data_dir, case)
-        prepared = Preprocessing.from_meta(meta).prepare([r.load() for r in records])
-        probs = predict_probabilities(model, torch.from_numpy(prepared.canvases)[:, None], device=device)
-        for record, p in zip(records, probs, strict=True):
-            top = torch.topk(p, 3)
-            pred = int(top.indices[0])
+        predictions = classifier.classify_cell([r.load() for r in records])
+        for record, prediction in zip(records, predictions, strict=True):
+            right = prediction.class_index - 1 == record.class_index
             total += 1
-            correct += pred == record.class_index
-            mark = "" if pred == record.class_index else "  <- wrong"
-            top3 = " ".join(f"{LABELS[int(i)]}:{float(v):.2f}" for v, i in zip(top.values, top.indices, strict=True))
+            correct += right
+            top3 = " ".join(f"{label}:{p:.2f}" for label, p in prediction.top3)
             print(
                 f"{case:>5}  {record.path.name:<14} {LABELS[record.class_index]:>4} "
-                f"{LABELS[pred]:>4} {float(top.values[0]):5.2f}  {top3}{mark}"
+                f"{prediction.label:>4} {prediction.score:5.2f}  {top3}{'' if right else '  <- wrong'}"
             )
     print(f"{correct}/{total} correct ({correct / max(total, 1):.1%}) on cells {', '.join(cases)}")
     return 0

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from karyoflow.classify.preprocess import Preprocessing
 from karyoflow.data.bioimlab import read_icis
-from karyoflow.straighten import Method
 
 
 @dataclass
@@ -26,10 +25,8 @@ class IciTensors:
         return len(self.targets)
 
 
-def load_ici_tensors(data_dir: Path, cases: list[str] | None, preprocessing: Preprocessing | Method) -> IciTensors:
+def load_ici_tensors(data_dir: Path, cases: list[str] | None, preprocessing: Preprocessing) -> IciTensors:
     """Read and prepare every ICI of the given cells (all cells when None), cell by cell."""
-    if isinstance(preprocessing, str):
-        preprocessing = Preprocessing(preprocessing)
     images, targets, case_of, paths = [], [], [], []
     for case, records in read_icis(data_dir, cases).items():
         prepared = preprocessing.prepare([r.load() for r in records])
