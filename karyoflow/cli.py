@@ -9,6 +9,10 @@
     karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
     karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
     karyo bench segment   [--weights W]
+    karyo data synth      --data DIR [--cases C ...|--split FILE --subset val] --out DIR
+    karyo run             IMAGE_OR_DIR... --out DIR
+    karyo eval karyotype  --data DIR [--split FILE --subset val] --json OUT
+    karyo bench karyotype --data DIR
 
 Errors in the input (missing folders, bad files, unknown cells) end with a one-line message
 and exit code 2; nothing is half-written.
@@ -269,6 +273,7 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         max_minutes=args.max_minutes,
+        init_weights=str(args.init) if args.init else None,
         train_cases=train_cases,
     )
     if args.threads:
@@ -281,13 +286,18 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
 
 def _segment_eval_report(model, samples, device) -> dict:
     from karyoflow.segment.evaluate import coco_ap, whole_correct_and_counts
+    from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
     from karyoflow.segment.predictor import segment_images
 
     started = time.time()
     predictions = segment_images(model, [s.image for s in samples], device)
     seconds = time.time() - started
     report = coco_ap(samples, predictions)
-    report.update(whole_correct_and_counts(samples, predictions))
+    # WCR and count error of the chromosomes the pipeline keeps (score cut + containment
+    # suppression); AP is computed on the raw detections, as COCO expects.
+    chosen = [select_chromosomes(p) for p in predictions]
+    report.update(whole_correct_and_counts(samples, chosen, score_threshold=0.0))
+    report["postprocess"] = {"score_threshold": DEFAULT_SCORE_THRESHOLD, "max_containment": DEFAULT_MAX_CONTAINMENT}
     report["n_images"] = len(samples)
     report["seconds_per_image"] = round(seconds / max(len(samples), 1), 3)
     return report
@@ -356,12 +366,202 @@ def cmd_bench_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _karyotyper(args: argparse.Namespace):
+    from karyoflow.pipeline import Karyotyper
+
+    kwargs = {}
+    if getattr(args, "score_threshold", None) is not None:
+        kwargs["score_threshold"] = args.score_threshold
+    return Karyotyper(
+        segmenter_weights=args.segment_weights,
+        classifier_weights=args.classify_weights,
+        device=args.device,
+        assignment=not getattr(args, "argmax", False),
+        **kwargs,
+    )
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".json"}
+
+
+def _run_inputs(paths: list[Path]) -> list[Path]:
+    """Image files (or labelme JSON with an embedded image) named directly or found in folders."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inner = path / "mci" if (path / "mci").is_dir() else path
+            found += sorted(p for p in inner.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(f"{path}: not an image (want PNG, JPEG, TIFF, BMP or labelme JSON)")
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    if not found:
+        raise UsageError("no images found in " + ", ".join(str(p) for p in paths))
+    return found
+
+
+def _load_image(path: Path):
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from karyoflow.data.bioimlab import read_mci
+
+    if path.suffix.lower() == ".json":
+        return read_mci(path).image
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UsageError(f"{path}: cannot read the image ({error})") from error
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from karyoflow.report import render_outputs, validate_report, write_atomically
+
+    inputs = _run_inputs(args.inputs)
+    images = [(path, _load_image(path)) for path in inputs]  # every input readable before any work
+    karyotyper = _karyotyper(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path, image in tqdm(images, desc="karyotyping", disable=len(images) < 2 or args.quiet):
+        result = karyotyper.analyse(image, path.name)
+        report, png = render_outputs(result)
+        validate_report(report)
+        write_atomically(args.out / f"{path.stem}.png", png)
+        write_atomically(args.out / f"{path.stem}.json", (json.dumps(report, indent=1) + "\n").encode())
+        rows.append((path.name, report["karyotype"], report["chromosome_count"], sum(report["timings_ms"].values())))
+    width = max(len(name) for name, *_ in rows)
+    for name, karyotype, count, total_ms in rows:
+        print(f"{name:<{width}}  {karyotype:<24} {count:>3} chromosomes  {total_ms / 1000:.2f} s")
+    print(f"karyograms and reports in {args.out}/ (<name>.png, <name>.json)")
+    return 0
+
+
+def cmd_eval_karyotype(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
+    from karyoflow.joint_eval import evaluate_joint
+
+    data_dir = resolve_data_dir(args.data)
+    cases = _mci_cases(args)
+    paths = [p for p in list_mcis(data_dir) if cases is None or read_mci_case(p) in cases]
+    if not paths:
+        raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
+    karyotyper = _karyotyper(args)
+    report = evaluate_joint(
+        lambda mci: karyotyper.analyse(mci.image, mci.path.name),
+        (read_mci(p) for p in paths),
+        data_dir,
+        progress=lambda items: tqdm(items, desc="karyotyping"),
+    )
+    report["data"] = str(data_dir)
+    report["models"] = karyotyper.models
+    _write_json(args.json, report)
+    a = report["argmax"]
+    print(
+        f"{report['n_images']} MCIs  FKA {report['fka']}%  precision {report['precision']}%  "
+        f"recall {report['recall']}%  OCA {report['oca']}%  table3 {report['table3']}  "
+        f"karyotype accuracy {report['karyotype_accuracy']}%  false abnormal {report['false_abnormal_rate']}%"
+    )
+    print(
+        f"plain argmax: FKA {a['fka']}%  precision {a['precision']}%  OCA {a['oca']}%  "
+        f"karyotype accuracy {a['karyotype_accuracy']}%  false abnormal {a['false_abnormal_rate']}%"
+    )
+    print(f"wrote {args.json}")
+    return 0
+
+
+def read_mci_case(path: Path) -> str:
+    from karyoflow.data.bioimlab import MCI_NAME
+
+    match = MCI_NAME.match(path.name)
+    return match["case"] if match else ""
+
+
+def cmd_bench_karyotype(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
+    from karyoflow.report import render_outputs
+
+    data_dir = resolve_data_dir(args.data)
+    karyotyper = _karyotyper(args)
+    mci = read_mci(list_mcis(data_dir)[0])
+    render_outputs(karyotyper.analyse(mci.image, mci.path.name))  # warm-up
+    runs = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        result = karyotyper.analyse(mci.image, mci.path.name)
+        render_outputs(result)
+        runs.append({**result.timings_ms, "total": (time.perf_counter() - started) * 1000})
+    median = {key: round(float(np.median([r[key] for r in runs])), 1) for key in runs[0]}
+    print(
+        json.dumps(
+            {
+                "device": str(karyotyper.device),
+                "threads": torch.get_num_threads(),
+                "image": f"{mci.path.name} {mci.image.shape[1]}x{mci.image.shape[0]}",
+                "chromosomes": len(result.chromosomes),
+                "median_ms": median,
+                "seconds_per_mci": round(median["total"] / 1000, 3),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from karyoflow.data.bioimlab import list_ici_cases, load_grey, read_ici_case, resolve_data_dir
+    from karyoflow.data.synth import synthesize_mci, write_labelme
+    from karyoflow.labels import LABELS
+
+    data_dir = resolve_data_dir(args.data)
+    cases = _split_cases(args, data_dir, args.subset) or list_ici_cases(data_dir)
+    if not 1 <= args.per_cell <= 26:
+        raise UsageError("--per-cell must be 1..26 (one letter per picture)")
+    if not (0 <= args.touching <= 1 and 0 <= args.overlapping <= 1 and args.touching + args.overlapping <= 1):
+        raise UsageError("--touching and --overlapping are shares in [0, 1] that add up to at most 1")
+    rng = np.random.default_rng(args.seed)
+    written = 0
+    for case in tqdm(cases, desc="synthesizing"):
+        icis = [(LABELS[r.class_index], load_grey(r.path)) for r in read_ici_case(data_dir, case)]
+        for picture in range(args.per_cell):
+            mci = synthesize_mci(icis, rng, touching=args.touching, overlapping=args.overlapping)
+            write_labelme(mci, args.out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json")
+            written += 1
+    (args.out / "README.md").write_text(
+        "# Semi-synthetic metaphases\n\n"
+        f"Made by `karyo data synth` from the ICIs of {len(cases)} cells of {data_dir} "
+        f"(seed {args.seed}, touching {args.touching}, overlapping {args.overlapping}). "
+        "Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded and one "
+        "polygon per chromosome labelled with its class.\n"
+    )
+    print(f"wrote {written} MCIs to {args.out / 'mci'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karyo", description="Karyoflow: automatic karyotyping")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def data_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
+
+    def pipeline_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
+        p.add_argument("--classify-weights", type=Path, default=None, help="default: models/chrnet4.pt")
+        p.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
+        p.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
+        p.add_argument("--device", default=None)
 
     data = commands.add_parser("data", help="data preparation").add_subparsers(dest="what", required=True)
     split = data.add_parser("split", help="write a seeded train/val split by cell")
@@ -376,6 +576,18 @@ def build_parser() -> argparse.ArgumentParser:
     coco.add_argument("--split", type=Path, default=None, help="split file (default: every MCI)")
     coco.add_argument("--subset", default="val")
     coco.set_defaults(func=cmd_data_coco)
+
+    sy = data.add_parser("synth", help="semi-synthetic labelled MCIs from cells' ICIs")
+    data_arg(sy)
+    sy.add_argument("--out", type=Path, required=True, help="folder to write (BioImLab layout: mci/)")
+    sy.add_argument("--cases", nargs="+", help="cells (default: --split's subset, else every cell)")
+    sy.add_argument("--split", type=Path, default=None)
+    sy.add_argument("--subset", default="val")
+    sy.add_argument("--per-cell", type=int, default=1, help="pictures per cell")
+    sy.add_argument("--touching", type=float, default=0.15, help="share of chromosomes touching another")
+    sy.add_argument("--overlapping", type=float, default=0.05, help="share overlapping another")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.set_defaults(func=cmd_data_synth)
 
     train = commands.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
     tc = train.add_parser("classify", help="train ChrNet4 on ICIs")
@@ -414,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--checkpoint-every", type=int, default=50)
     ts.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
+    ts.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/chrrender.pt)")
     ts.add_argument("--limit-cells", type=int, default=None)
     ts.add_argument("--threads", type=int, default=None)
     ts.add_argument("--device", default=None)
@@ -442,6 +655,14 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--device", default=None)
     es.set_defaults(func=cmd_eval_segment)
 
+    ek = evaluate.add_parser("karyotype", help="full karyotyping (FKA, precision, OCA, ...) on labelled MCIs")
+    data_arg(ek)
+    ek.add_argument("--split", type=Path, default=None, help="split file (default: every MCI in DIR)")
+    ek.add_argument("--subset", default="val")
+    ek.add_argument("--json", type=Path, required=True)
+    pipeline_arg(ek)
+    ek.set_defaults(func=cmd_eval_karyotype)
+
     bench = commands.add_parser("bench", help="speed benchmarks").add_subparsers(dest="what", required=True)
     bc = bench.add_parser("classify", help="ICIs/s for one cell's batch")
     data_arg(bc)
@@ -458,6 +679,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--repeats", type=int, default=5)
     bs.add_argument("--device", default=None)
     bs.set_defaults(func=cmd_bench_segment)
+
+    bk = bench.add_parser("karyotype", help="seconds per MCI for the whole pipeline, by stage")
+    data_arg(bk)
+    bk.add_argument("--repeats", type=int, default=5)
+    pipeline_arg(bk)
+    bk.set_defaults(func=cmd_bench_karyotype)
+
+    run = commands.add_parser("run", help="karyotype MCIs: a karyogram PNG and a JSON report per image")
+    run.add_argument("inputs", nargs="+", type=Path, help="images (PNG/JPEG/TIFF/BMP, labelme JSON) or folders")
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    pipeline_arg(run)
+    run.set_defaults(func=cmd_run)
 
     cl = commands.add_parser("classify", help="classify the ICIs of some cells and print a table")
     data_arg(cl)

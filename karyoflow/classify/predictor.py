@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from karyoflow.classify.evaluate import predict_probabilities
-from karyoflow.classify.preprocess import Preprocessing
+from karyoflow.classify.preprocess import PreparedCell, Preprocessing
 from karyoflow.classify.weights import load_weights
 from karyoflow.labels import LABELS
 
@@ -38,7 +38,13 @@ class ChromosomeClassifier:
 
     def classify_cell(self, images: list[np.ndarray]) -> list[IciPrediction]:
         """Classify the ICIs of one cell together (they share the cell's scale normalisation)."""
-        prepared = self.preprocessing.prepare(images)
+        return self.predict_prepared(self.preprocessing.prepare(images))
+
+    def prepare(self, images: list[np.ndarray]) -> PreparedCell:
+        """Rotate & crop and scale the ICIs of one cell (the CPU part, timed apart by the pipeline)."""
+        return self.preprocessing.prepare(images)
+
+    def predict_prepared(self, prepared: PreparedCell) -> list[IciPrediction]:
         batch = torch.from_numpy(prepared.canvases)[:, None]
         probs = predict_probabilities(self.model, batch, tta=self.tta, device=self.device).numpy()
         predictions = []

@@ -52,6 +52,7 @@ class PreparedCell:
     canvases: np.ndarray  # N x H x W float32 in [0, ~1.5]
     angles: np.ndarray  # N, degrees each ICI was rotated by
     scale: float  # pixels of canvas per pixel of input
+    straightened: tuple[np.ndarray, ...] = ()  # the rotated & cropped ICIs (native scale, uint8)
 
 
 def chromosome_size(image: np.ndarray) -> float:
@@ -95,4 +96,4 @@ def prepare_cell(
         [place_on_canvas(s.image, scale, height, width).astype(np.float32) / level for s in straightened]
     )
     angles = np.array([s.angle for s in straightened], dtype=np.float32)
-    return PreparedCell(canvases, angles, scale)
+    return PreparedCell(canvases, angles, scale, tuple(s.image for s in straightened))

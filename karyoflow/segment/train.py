@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from karyoflow.segment.dataset import load_samples, training_pair
 from karyoflow.segment.model import build_model
-from karyoflow.segment.predictor import save_segmenter
+from karyoflow.segment.predictor import WEIGHTS_FORMAT, save_segmenter
+from karyoflow.weights_io import WeightsError, load_checked, sha256_of
 
 
 @dataclass
@@ -34,6 +35,9 @@ class SegmentTrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     max_minutes: float | None = None  # stop (and save) after this wall time
+    # Start from these weights instead of from scratch (fine-tuning our model on a lab's own data,
+    # or continuing a run with a fresh schedule). Must match backbone and head type.
+    init_weights: str | None = None
     train_cases: list[str] = field(default_factory=list)
 
 
@@ -47,7 +51,19 @@ def train_segmenter(
     if not samples:
         raise ValueError("no training MCIs for the given cells")
     log(f"training on {len(samples)} MCIs from {len({s.case for s in samples})} cells")
-    model = build_model(config.backbone, pointrend=config.pointrend).to(device)
+    model = build_model(config.backbone, pointrend=config.pointrend)
+    init_sha = None
+    if config.init_weights and not (resume and out.with_suffix(".ckpt").is_file()):
+        state, init_meta = load_checked(Path(config.init_weights), WEIGHTS_FORMAT, "karyo train segment")
+        if (init_meta.get("backbone"), init_meta.get("pointrend")) != (config.backbone, config.pointrend):
+            raise WeightsError(
+                f"--init {config.init_weights} is {init_meta.get('backbone')}/pointrend={init_meta.get('pointrend')}, "
+                f"not {config.backbone}/pointrend={config.pointrend}"
+            )
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        init_sha = sha256_of(Path(config.init_weights))
+        log(f"initialised from {config.init_weights} (sha256 {init_sha[:12]})")
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -132,6 +148,7 @@ def train_segmenter(
         "pointrend": config.pointrend,
         "train_config": asdict(config),
         "steps_done": step,
+        "init_sha256": init_sha,
         "history": history,
         "train_wall_s": round(elapsed_before + time.time() - started, 1),
         "device": str(device),

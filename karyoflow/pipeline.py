@@ -1,0 +1,191 @@
+"""The whole karyotyping pipeline for one metaphase image (MCI), in process.
+
+segment (ChrRender) -> cut each instance out of the MCI with its mask (background removed) ->
+rotate & crop -> classify (ChrNet4, the cell's ICIs together) -> karyotype-level assignment ->
+karyogram and report. `Karyotyper` loads both models once and is reused for every image: the
+CLI, the workers and a notebook all call `Karyotyper.analyse`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from karyoflow.classify.predictor import ChromosomeClassifier
+from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
+from karyoflow.karyotype import (
+    DEFAULT_GAIN_PENALTY,
+    DEFAULT_LOSS_PENALTY,
+    Karyotype,
+    assign_karyotype,
+    karyotype_from_labels,
+)
+from karyoflow.labels import LABELS
+from karyoflow.segment.evaluate import Detections
+from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
+from karyoflow.segment.predictor import DEFAULT_WEIGHTS as DEFAULT_SEGMENTER
+from karyoflow.segment.predictor import load_segmenter, segment_images
+from karyoflow.weights_io import sha256_of
+
+LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
+ICI_PAD = 2  # pixels of margin kept around a mask when cutting the ICI out
+
+
+@dataclass
+class Chromosome:
+    id: int
+    label: str  # assigned class ("1".."22", "X", "Y")
+    class_index: int  # 1..24
+    score: float  # probability of the assigned class
+    top3: list[tuple[str, float]]
+    argmax_label: str  # the classifier's own first choice, before the karyotype assignment
+    detection_score: float
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in MCI pixels
+    mask: np.ndarray  # H x W bool, in MCI pixels
+    angle: float  # degrees the ICI was rotated by when straightened
+    straightened: np.ndarray  # vertical, margins cut, native scale (uint8)
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.score < LOW_CONFIDENCE or self.label != self.argmax_label
+
+
+@dataclass
+class KaryotypeResult:
+    image_name: str
+    width: int
+    height: int
+    chromosomes: list[Chromosome]
+    karyotype: Karyotype
+    timings_ms: dict[str, float]
+    models: dict[str, dict] = field(default_factory=dict)
+
+
+def cut_out(image: np.ndarray, mask: np.ndarray, pad: int = ICI_PAD) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The ICI of one instance: the MCI's pixels inside the mask, zero elsewhere, cropped to the
+    mask's box plus `pad`; and the box (x0, y0, x1, y1), exclusive, in MCI pixels."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("empty mask")
+    y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, image.shape[0])
+    x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, image.shape[1])
+    crop = np.where(mask[y0:y1, x0:x1], image[y0:y1, x0:x1], 0).astype(np.uint8)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return crop, box
+
+
+def to_grey(image: np.ndarray | Image.Image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 3:
+        return np.asarray(Image.fromarray(array.astype(np.uint8)).convert("L"), dtype=np.uint8)
+    if array.ndim != 2:
+        raise ValueError(f"an MCI must be a grey or colour image, got shape {array.shape}")
+    return array.astype(np.uint8)
+
+
+def _model_info(path: Path, meta: dict) -> dict:
+    return {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "architecture": meta.get("architecture", ""),
+        "backbone": meta.get("backbone", ""),
+    }
+
+
+class Karyotyper:
+    """Both models loaded once; `analyse` runs one MCI end to end."""
+
+    def __init__(
+        self,
+        segmenter_weights: Path | None = None,
+        classifier_weights: Path | None = None,
+        device: str | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        max_containment: float = DEFAULT_MAX_CONTAINMENT,
+        assignment: bool = True,
+        gain_penalty: float = DEFAULT_GAIN_PENALTY,
+        loss_penalty: float = DEFAULT_LOSS_PENALTY,
+    ) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_flush_denormal(True)
+        self.device = torch.device(device)
+        segmenter_path = Path(segmenter_weights or DEFAULT_SEGMENTER)
+        classifier_path = Path(classifier_weights or DEFAULT_CLASSIFIER)
+        self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
+        self.classifier = ChromosomeClassifier(classifier_path, device=device)
+        self.score_threshold = score_threshold
+        self.max_containment = max_containment
+        self.assignment = assignment
+        self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
+        self.models = {
+            "segmenter": _model_info(segmenter_path, segmenter_meta),
+            "classifier": _model_info(classifier_path, self.classifier.meta),
+            "score_threshold": score_threshold,
+            "max_containment": max_containment,
+            "assignment": "capacity" if assignment else "argmax",
+        }
+
+    def segment(self, image: np.ndarray) -> Detections:
+        detections = segment_images(self.segmenter, [image], self.device)[0]
+        return select_chromosomes(detections, self.score_threshold, self.max_containment)
+
+    def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
+        grey = to_grey(image)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        detections = self.segment(grey)
+        keep = list(range(len(detections.scores)))
+        timings["segment"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        cuts = [cut_out(grey, detections.masks[i]) for i in keep]
+        prepared = self.classifier.prepare([ici for ici, _ in cuts]) if cuts else None
+        timings["straighten"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        predictions = self.classifier.predict_prepared(prepared) if prepared is not None else []
+        timings["classify"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        probabilities = np.stack([p.probabilities for p in predictions]) if predictions else np.zeros((0, 24))
+        if self.assignment:
+            karyotype = assign_karyotype(probabilities, self.gain_penalty, self.loss_penalty)
+        else:
+            karyotype = karyotype_from_labels([p.class_index - 1 for p in predictions])
+        chromosomes = []
+        for number, (i, (_, box), prediction) in enumerate(zip(keep, cuts, predictions, strict=True), start=1):
+            k = karyotype.labels[number - 1]
+            chromosomes.append(
+                Chromosome(
+                    id=number,
+                    label=LABELS[k],
+                    class_index=k + 1,
+                    score=float(prediction.probabilities[k]),
+                    top3=prediction.top3,
+                    argmax_label=prediction.label,
+                    detection_score=float(detections.scores[i]),
+                    bbox=box,
+                    mask=detections.masks[i],
+                    angle=prediction.angle,
+                    straightened=prepared.straightened[number - 1],
+                )
+            )
+        timings["assemble"] = (time.perf_counter() - started) * 1000
+        return KaryotypeResult(
+            name,
+            grey.shape[1],
+            grey.shape[0],
+            chromosomes,
+            karyotype,
+            {k: round(v, 1) for k, v in timings.items()},
+            self.models,
+        )

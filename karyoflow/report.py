@@ -1,0 +1,99 @@
+"""The JSON report of one analysed MCI (documented in docs/report.md, schema in
+karyoflow/schemas/report.schema.json) and writing a result's files atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+from pycocotools import mask as mask_utils
+
+from karyoflow.karyogram import render_karyogram
+from karyoflow.karyotype import CLINICAL_NOTE
+from karyoflow.pipeline import KaryotypeResult
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "report.schema.json"
+
+
+@cache
+def report_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_report(report: dict) -> None:
+    """Raise jsonschema.ValidationError when `report` does not follow the documented schema."""
+    jsonschema.validate(report, report_schema())
+
+
+def mask_rle(mask) -> dict:
+    import numpy as np
+
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def build_report(result: KaryotypeResult) -> dict:
+    return {
+        "schema_version": 1,
+        "image": result.image_name,
+        "width": result.width,
+        "height": result.height,
+        "karyotype": result.karyotype.iscn,
+        "note": CLINICAL_NOTE,
+        "chromosome_count": len(result.chromosomes),
+        "abnormalities": result.karyotype.abnormalities,
+        "chromosomes": [
+            {
+                "id": c.id,
+                "label": c.label,
+                "class_index": c.class_index,
+                "score": round(c.score, 4),
+                "top3": [[label, round(p, 4)] for label, p in c.top3],
+                "argmax_label": c.argmax_label,
+                "detection_score": round(c.detection_score, 4),
+                "low_confidence": c.low_confidence,
+                "bbox": list(c.bbox),
+                "mask": mask_rle(c.mask),
+                "angle": round(c.angle, 2),
+            }
+            for c in result.chromosomes
+        ],
+        "timings_ms": result.timings_ms,
+        "models": result.models,
+    }
+
+
+def karyogram_image(result: KaryotypeResult):
+    return render_karyogram(
+        [(c.label, c.straightened, c.low_confidence) for c in result.chromosomes],
+        title=result.image_name,
+        karyotype=result.karyotype.iscn,
+        count=len(result.chromosomes),
+    )
+
+
+def karyogram_png(result: KaryotypeResult) -> bytes:
+    buffer = io.BytesIO()
+    karyogram_image(result).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def render_outputs(result: KaryotypeResult) -> tuple[dict, bytes]:
+    """The report and the karyogram PNG; drawing the karyogram is timed as part of `assemble`."""
+    import time
+
+    started = time.perf_counter()
+    png = karyogram_png(result)
+    drawn_ms = (time.perf_counter() - started) * 1000
+    result.timings_ms["assemble"] = round(result.timings_ms.get("assemble", 0.0) + drawn_ms, 1)
+    return build_report(result), png
