@@ -43,7 +43,7 @@ CLINICAL_NOTE = (
 
 @dataclass(frozen=True)
 class Karyotype:
-    labels: list[int]  # 0..23 per chromosome, in input order
+    labels: list[int]  # 0..23 per chromosome, in input order (-1: rejected, not a chromosome)
     counts: dict[str, int]  # label -> copies
     iscn: str
     abnormalities: list[dict[str, str]] = field(default_factory=list)  # {"type": gain|loss, "chromosome": label}
@@ -69,9 +69,15 @@ def assign_classes(
     probabilities: np.ndarray,
     gain_penalty: float = DEFAULT_GAIN_PENALTY,
     loss_penalty: float = DEFAULT_LOSS_PENALTY,
+    detection_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
     """Class index (0..23) per chromosome under the cell's capacities, and the base sex
-    complement used ("XX" or "XY"). `probabilities` is N x 24 (rows sum to 1)."""
+    complement used ("XX" or "XY"). `probabilities` is N x 24 (rows sum to 1).
+
+    With `detection_scores` (the segmenter's probability that each detection is a chromosome),
+    a detection may also be rejected (index -1) at a cost of -log(1 - score), while keeping it
+    costs -log(score) more: a doubtful detection is kept when it fills an empty place of the
+    karyotype and dropped when it would be a surplus copy without strong evidence."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n = probabilities.shape[0]
     if n == 0:
@@ -87,6 +93,12 @@ def assign_classes(
         slot_class = np.array([k for k, _ in slots])
         slot_cost = np.array([c for _, c in slots])
         cost = log_p[:, slot_class] + slot_cost[None, :]
+        if detection_scores is not None:
+            scores = np.clip(np.asarray(detection_scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+            cost = cost - np.log(scores)[:, None]
+            reject = np.repeat(-np.log(1 - scores)[:, None], n, axis=1)
+            cost = np.concatenate([cost, reject], axis=1)
+            slot_class = np.concatenate([slot_class, np.full(n, -1)])
         rows, cols = linear_sum_assignment(cost)
         total = float(cost[rows, cols].sum())
         labels = np.empty(n, dtype=np.int64)
@@ -98,7 +110,7 @@ def assign_classes(
 
 
 def count_labels(labels: list[int] | np.ndarray) -> dict[str, int]:
-    counted = Counter(int(k) for k in labels)
+    counted = Counter(int(k) for k in labels if k >= 0)
     return {LABELS[k]: counted.get(k, 0) for k in range(NUM_CLASSES)}
 
 
@@ -136,6 +148,8 @@ def assign_karyotype(
     probabilities: np.ndarray,
     gain_penalty: float = DEFAULT_GAIN_PENALTY,
     loss_penalty: float = DEFAULT_LOSS_PENALTY,
+    detection_scores: np.ndarray | None = None,
 ) -> Karyotype:
-    labels, complement = assign_classes(probabilities, gain_penalty, loss_penalty)
+    """The cell's karyotype; `labels` holds -1 for detections rejected as not chromosomes."""
+    labels, complement = assign_classes(probabilities, gain_penalty, loss_penalty, detection_scores)
     return karyotype_from_labels(labels, complement)

@@ -33,7 +33,10 @@ from karyoflow.segment.predictor import load_segmenter, segment_images
 from karyoflow.weights_io import sha256_of
 
 LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
-ICI_PAD = 2  # pixels of margin kept around a mask when cutting the ICI out
+ICI_PAD = 2
+# Detections from this score up are candidates for the karyotype assignment, which keeps a weak
+# one only where the karyotype has room for it (karyoflow.karyotype); see docs/pipeline.md.
+DEFAULT_CANDIDATE_THRESHOLD = 0.3  # pixels of margin kept around a mask when cutting the ICI out
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Karyotyper:
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         max_containment: float = DEFAULT_MAX_CONTAINMENT,
         assignment: bool = True,
+        candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
         gain_penalty: float = DEFAULT_GAIN_PENALTY,
         loss_penalty: float = DEFAULT_LOSS_PENALTY,
     ) -> None:
@@ -125,18 +129,21 @@ class Karyotyper:
         self.score_threshold = score_threshold
         self.max_containment = max_containment
         self.assignment = assignment
+        # with the assignment, weaker detections are candidates it may keep or reject
+        self.candidate_threshold = min(candidate_threshold, score_threshold) if assignment else score_threshold
         self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
         self.models = {
             "segmenter": _model_info(segmenter_path, segmenter_meta),
             "classifier": _model_info(classifier_path, self.classifier.meta),
             "score_threshold": score_threshold,
             "max_containment": max_containment,
+            "candidate_threshold": self.candidate_threshold,
             "assignment": "capacity" if assignment else "argmax",
         }
 
     def segment(self, image: np.ndarray) -> Detections:
         detections = segment_images(self.segmenter, [image], self.device)[0]
-        return select_chromosomes(detections, self.score_threshold, self.max_containment)
+        return select_chromosomes(detections, self.candidate_threshold, self.max_containment)
 
     def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
         grey = to_grey(image)
@@ -158,15 +165,24 @@ class Karyotyper:
         started = time.perf_counter()
         probabilities = np.stack([p.probabilities for p in predictions]) if predictions else np.zeros((0, 24))
         if self.assignment:
-            karyotype = assign_karyotype(probabilities, self.gain_penalty, self.loss_penalty)
+            karyotype = assign_karyotype(
+                probabilities,
+                self.gain_penalty,
+                self.loss_penalty,
+                # detections above the score threshold are chromosomes; only weaker candidates
+                # may be rejected (their score is the evidence)
+                detection_scores=np.where(detections.scores >= self.score_threshold, 1.0, detections.scores),
+            )
         else:
             karyotype = karyotype_from_labels([p.class_index - 1 for p in predictions])
         chromosomes = []
-        for number, (i, (_, box), prediction) in enumerate(zip(keep, cuts, predictions, strict=True), start=1):
-            k = karyotype.labels[number - 1]
+        for position, (i, (_, box), prediction) in enumerate(zip(keep, cuts, predictions, strict=True)):
+            k = karyotype.labels[position]
+            if k < 0:
+                continue  # rejected by the assignment: not a chromosome of this cell
             chromosomes.append(
                 Chromosome(
-                    id=number,
+                    id=len(chromosomes) + 1,
                     label=LABELS[k],
                     class_index=k + 1,
                     score=float(prediction.probabilities[k]),
@@ -176,10 +192,11 @@ class Karyotyper:
                     bbox=box,
                     mask=detections.masks[i],
                     angle=prediction.angle,
-                    straightened=prepared.straightened[number - 1],
+                    straightened=prepared.straightened[position],
                 )
             )
         timings["assemble"] = (time.perf_counter() - started) * 1000
+        karyotype = karyotype_from_labels([k for k in karyotype.labels if k >= 0], karyotype.sex_complement)
         return KaryotypeResult(
             name,
             grey.shape[1],
