@@ -5,8 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 export KARYO_DATA ?= $(abspath ../shared/data/bioimlab)
 export KARYO_LABELLED_DATA ?= $(abspath ../shared/data/bioimlab-labelled)
-# Validation cells of splits/bioimlab.json: never trained on.
-RUN_CELLS ?= 1 2 3
+# MCIs of validation cells of splits/bioimlab.json (never trained on); give your own with
+#   make run RUN_IMAGES="path/to/cell.png path/to/folder" RUN_OUT=somewhere
+RUN_IMAGES ?= $(KARYO_LABELLED_DATA)/mci/original_1.json $(KARYO_LABELLED_DATA)/mci/original_2.json \
+	$(KARYO_LABELLED_DATA)/mci/original_107a.json
+RUN_OUT ?= out/run
 
 .PHONY: run test lint bench eval clean
 
@@ -17,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/karyo classify --data $(KARYO_DATA) --cases $(RUN_CELLS)
+	$(VENV)/bin/karyo run $(RUN_IMAGES) --out $(RUN_OUT)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -28,9 +31,15 @@ lint: $(VENV)/.installed
 
 eval: $(VENV)/.installed
 	$(VENV)/bin/karyo eval classify --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --json out/eval-classify.json
+	$(VENV)/bin/karyo eval segment --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --json out/eval-segment.json
+	$(VENV)/bin/karyo eval karyotype --data $(KARYO_LABELLED_DATA) --json out/eval-karyotype-labelled.json
+	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 2 --seed 1 --out out/synth-val
+	$(VENV)/bin/karyo eval karyotype --data out/synth-val --json out/eval-karyotype-synth.json
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/karyo bench classify --data $(KARYO_DATA)
+	$(VENV)/bin/karyo bench segment --data $(KARYO_DATA)
+	$(VENV)/bin/karyo bench karyotype --data $(KARYO_DATA)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

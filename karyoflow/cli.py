@@ -284,13 +284,13 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_eval_report(model, samples, device) -> dict:
+def _segment_eval_report(model, samples, device, refine_boxes: bool = True) -> dict:
     from karyoflow.segment.evaluate import coco_ap, whole_correct_and_counts
     from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
     from karyoflow.segment.predictor import segment_images
 
     started = time.time()
-    predictions = segment_images(model, [s.image for s in samples], device)
+    predictions = segment_images(model, [s.image for s in samples], device, refine_boxes=refine_boxes)
     seconds = time.time() - started
     report = coco_ap(samples, predictions)
     # WCR and count error of the chromosomes the pipeline keeps (score cut + containment
@@ -298,6 +298,7 @@ def _segment_eval_report(model, samples, device) -> dict:
     chosen = [select_chromosomes(p) for p in predictions]
     report.update(whole_correct_and_counts(samples, chosen, score_threshold=0.0))
     report["postprocess"] = {"score_threshold": DEFAULT_SCORE_THRESHOLD, "max_containment": DEFAULT_MAX_CONTAINMENT}
+    report["box_source"] = "mean of regressed and mask box" if refine_boxes else "regressed"
     report["n_images"] = len(samples)
     report["seconds_per_image"] = round(seconds / max(len(samples), 1), 3)
     return report
@@ -315,7 +316,7 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     device = pick_device(args.device)
     model, meta = load_segmenter(args.weights, device)
-    report = _segment_eval_report(model, samples, device)
+    report = _segment_eval_report(model, samples, device, refine_boxes=not args.regressed_boxes)
     report["images"] = [s.name for s in samples]
     report["model"] = {
         "architecture": meta["architecture"],
@@ -652,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--subset", default="val")
     es.add_argument("--weights", type=Path, default=None)
     es.add_argument("--json", type=Path, required=True)
+    es.add_argument("--regressed-boxes", action="store_true", help="score the box head's boxes alone")
     es.add_argument("--device", default=None)
     es.set_defaults(func=cmd_eval_segment)
 

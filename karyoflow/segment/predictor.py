@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from karyoflow.segment.dataset import image_tensor
+from karyoflow.segment.dataset import boxes_from_masks, image_tensor
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.model import build_model
 from karyoflow.weights_io import load_checked, save_fp16
@@ -29,17 +29,23 @@ def load_segmenter(path: Path | None, device: torch.device | str = "cpu") -> tup
 
 @torch.no_grad()
 def segment_images(
-    model: torch.nn.Module, images: list[np.ndarray], device: torch.device | str = "cpu", mask_threshold: float = 0.5
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    device: torch.device | str = "cpu",
+    mask_threshold: float = 0.5,
+    refine_boxes: bool = True,
 ) -> list[Detections]:
+    """Detections per image. With `refine_boxes` each box is the mean of the box head's
+    regression and the tight box of the (PointRend-rendered) mask: the two err independently,
+    and the mean is better than either on the validation MCIs (docs/segmentation.md)."""
     model.eval()
     out = []
     for image in images:
         result = model([image_tensor(image).to(device)])[0]
-        out.append(
-            Detections(
-                boxes=result["boxes"].cpu().numpy(),
-                scores=result["scores"].cpu().numpy(),
-                masks=(result["masks"][:, 0] > mask_threshold).cpu().numpy(),
-            )
-        )
+        boxes = result["boxes"].cpu().numpy()
+        masks = (result["masks"][:, 0] > mask_threshold).cpu().numpy()
+        if refine_boxes:
+            filled = masks.reshape(len(masks), -1).any(axis=1)
+            boxes[filled] = 0.5 * (boxes[filled] + boxes_from_masks(masks[filled]))
+        out.append(Detections(boxes=boxes, scores=result["scores"].cpu().numpy(), masks=masks))
     return out
