@@ -1,3 +1,4 @@
-"""SQLAlchemy 2 models, sessions and Alembic migrations arrive with the service issue (#5).
+"""SQLAlchemy 2 models (db.models), sessions (db.session) and Alembic migrations (db/migrations).
 
-This package will import the core package (`karyoflow`) and never the reverse."""
+`python -m db upgrade` (or `alembic -c db/alembic.ini upgrade head`) brings a database to the
+current schema; the URL comes from KARYO_DATABASE_URL."""

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from karyoflow.classify.predictor import ChromosomeClassifier
+from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction
+from karyoflow.classify.preprocess import canvas_for, cell_normalisation
 from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
@@ -30,6 +31,7 @@ from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
 from karyoflow.segment.predictor import DEFAULT_WEIGHTS as DEFAULT_SEGMENTER
 from karyoflow.segment.predictor import load_segmenter, segment_images
+from karyoflow.straighten import straighten
 from karyoflow.weights_io import sha256_of
 
 LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
@@ -56,6 +58,21 @@ class Chromosome:
     @property
     def low_confidence(self) -> bool:
         return self.score < LOW_CONFIDENCE or self.label != self.argmax_label
+
+
+@dataclass
+class SegmentedCell:
+    """What segmentation and rotate & crop give for one MCI: the input of classification."""
+
+    width: int
+    height: int
+    detection_scores: np.ndarray  # N
+    masks: np.ndarray  # N x H x W bool
+    boxes: list[tuple[int, int, int, int]]
+    straightened: list[np.ndarray]  # N vertical ICIs, margins cut, native scale
+    angles: np.ndarray  # N degrees
+    scale: float  # the cell's normalisation for the classifier
+    level: float
 
 
 @dataclass
@@ -141,28 +158,47 @@ class Karyotyper:
             "assignment": "capacity" if assignment else "argmax",
         }
 
-    def segment(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray) -> Detections:
+        """Stage 1: the chromosome candidates of a grey MCI."""
         detections = segment_images(self.segmenter, [image], self.device)[0]
         return select_chromosomes(detections, self.candidate_threshold, self.max_containment)
 
-    def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
-        grey = to_grey(image)
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        detections = self.segment(grey)
-        keep = list(range(len(detections.scores)))
-        timings["segment"] = (time.perf_counter() - started) * 1000
+    def cut_and_straighten(self, image: np.ndarray, detections: Detections) -> SegmentedCell:
+        """Stage 2: every candidate cut out with its mask, rotated & cropped; the cell's
+        normalisation for the classifier."""
+        cuts = [cut_out(image, mask) for mask in detections.masks]
+        straightened = [straighten(ici, self.classifier.preprocessing.method) for ici, _ in cuts]
+        images = [s.image for s in straightened]
+        scale, level = (
+            cell_normalisation(images, self.classifier.preprocessing.reference_size) if images else (1.0, 255.0)
+        )
+        return SegmentedCell(
+            width=image.shape[1],
+            height=image.shape[0],
+            detection_scores=np.asarray(detections.scores, dtype=np.float64),
+            masks=detections.masks,
+            boxes=[box for _, box in cuts],
+            straightened=images,
+            angles=np.array([s.angle for s in straightened], dtype=np.float32),
+            scale=scale,
+            level=level,
+        )
 
-        started = time.perf_counter()
-        cuts = [cut_out(grey, detections.masks[i]) for i in keep]
-        prepared = self.classifier.prepare([ici for ici, _ in cuts]) if cuts else None
-        timings["straighten"] = (time.perf_counter() - started) * 1000
+    def canvas(self, straightened: np.ndarray, scale: float, level: float) -> np.ndarray:
+        preprocessing = self.classifier.preprocessing
+        return canvas_for(straightened, scale, level, preprocessing.height, preprocessing.width)
 
-        started = time.perf_counter()
-        predictions = self.classifier.predict_prepared(prepared) if prepared is not None else []
-        timings["classify"] = (time.perf_counter() - started) * 1000
+    def classify(self, cell: SegmentedCell) -> list[IciPrediction]:
+        """Stage 3: ChrNet4 on every ICI of the cell."""
+        if not cell.straightened:
+            return []
+        canvases = np.stack([self.canvas(image, cell.scale, cell.level) for image in cell.straightened])
+        return self.classifier.predict_canvases(canvases, cell.angles)
 
-        started = time.perf_counter()
+    def assemble(
+        self, name: str, cell: SegmentedCell, predictions: list[IciPrediction], timings: dict[str, float]
+    ) -> KaryotypeResult:
+        """Stage 4: the karyotype-level assignment and the result (the karyogram is drawn from it)."""
         probabilities = np.stack([p.probabilities for p in predictions]) if predictions else np.zeros((0, 24))
         if self.assignment:
             karyotype = assign_karyotype(
@@ -171,12 +207,12 @@ class Karyotyper:
                 self.loss_penalty,
                 # detections above the score threshold are chromosomes; only weaker candidates
                 # may be rejected (their score is the evidence)
-                detection_scores=np.where(detections.scores >= self.score_threshold, 1.0, detections.scores),
+                detection_scores=np.where(cell.detection_scores >= self.score_threshold, 1.0, cell.detection_scores),
             )
         else:
             karyotype = karyotype_from_labels([p.class_index - 1 for p in predictions])
         chromosomes = []
-        for position, (i, (_, box), prediction) in enumerate(zip(keep, cuts, predictions, strict=True)):
+        for position, prediction in enumerate(predictions):
             k = karyotype.labels[position]
             if k < 0:
                 continue  # rejected by the assignment: not a chromosome of this cell
@@ -188,21 +224,38 @@ class Karyotyper:
                     score=float(prediction.probabilities[k]),
                     top3=prediction.top3,
                     argmax_label=prediction.label,
-                    detection_score=float(detections.scores[i]),
-                    bbox=box,
-                    mask=detections.masks[i],
+                    detection_score=float(cell.detection_scores[position]),
+                    bbox=cell.boxes[position],
+                    mask=cell.masks[position],
                     angle=prediction.angle,
-                    straightened=prepared.straightened[position],
+                    straightened=cell.straightened[position],
                 )
             )
-        timings["assemble"] = (time.perf_counter() - started) * 1000
         karyotype = karyotype_from_labels([k for k in karyotype.labels if k >= 0], karyotype.sex_complement)
         return KaryotypeResult(
             name,
-            grey.shape[1],
-            grey.shape[0],
+            cell.width,
+            cell.height,
             chromosomes,
             karyotype,
             {k: round(v, 1) for k, v in timings.items()},
             self.models,
         )
+
+    def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
+        """All four stages in process, each timed."""
+        grey = to_grey(image)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        detections = self.detect(grey)
+        timings["segment"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        cell = self.cut_and_straighten(grey, detections)
+        timings["straighten"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        predictions = self.classify(cell)
+        timings["classify"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        result = self.assemble(name, cell, predictions, timings)
+        result.timings_ms["assemble"] = round((time.perf_counter() - started) * 1000, 1)
+        return result

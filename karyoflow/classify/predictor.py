@@ -45,19 +45,22 @@ class ChromosomeClassifier:
         return self.preprocessing.prepare(images)
 
     def predict_prepared(self, prepared: PreparedCell) -> list[IciPrediction]:
-        batch = torch.from_numpy(prepared.canvases)[:, None]
+        return self.predict_canvases(prepared.canvases, prepared.angles)
+
+    def predict_canvases(self, canvases: np.ndarray, angles: np.ndarray) -> list[IciPrediction]:
+        """Classify prepared canvases (N x H x W); `angles` are carried into the predictions."""
+        batch = torch.from_numpy(np.ascontiguousarray(canvases, dtype=np.float32))[:, None]
         probs = predict_probabilities(self.model, batch, tta=self.tta, device=self.device).numpy()
-        predictions = []
-        for p, angle in zip(probs, prepared.angles, strict=True):
-            order = np.argsort(-p)[:3]
-            predictions.append(
-                IciPrediction(
-                    label=LABELS[order[0]],
-                    class_index=int(order[0]) + 1,
-                    score=float(p[order[0]]),
-                    top3=[(LABELS[i], float(p[i])) for i in order],
-                    angle=float(angle),
-                    probabilities=p,
-                )
-            )
-        return predictions
+        return [prediction_from_probabilities(p, float(angle)) for p, angle in zip(probs, angles, strict=True)]
+
+
+def prediction_from_probabilities(p: np.ndarray, angle: float = 0.0) -> IciPrediction:
+    order = np.argsort(-p)[:3]
+    return IciPrediction(
+        label=LABELS[order[0]],
+        class_index=int(order[0]) + 1,
+        score=float(p[order[0]]),
+        top3=[(LABELS[i], float(p[i])) for i in order],
+        angle=float(angle),
+        probabilities=p,
+    )

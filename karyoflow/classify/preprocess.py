@@ -53,6 +53,7 @@ class PreparedCell:
     angles: np.ndarray  # N, degrees each ICI was rotated by
     scale: float  # pixels of canvas per pixel of input
     straightened: tuple[np.ndarray, ...] = ()  # the rotated & cropped ICIs (native scale, uint8)
+    level: float = 255.0  # grey level mapped to 1.0
 
 
 def chromosome_size(image: np.ndarray) -> float:
@@ -73,6 +74,25 @@ def place_on_canvas(
     return canvas
 
 
+def cell_normalisation(straightened: list[np.ndarray], reference_size: float = REFERENCE_SIZE) -> tuple[float, float]:
+    """(scale, intensity level) of one cell from its straightened ICIs; see the module doc."""
+    sizes = [chromosome_size(image) for image in straightened]
+    if len(straightened) >= 10:
+        scale = reference_size / float(np.median(sizes))
+    else:  # too few chromosomes for a cell statistic: assume a typical BioImLab cell
+        scale = reference_size / TYPICAL_CELL_SIZE
+    foreground = np.concatenate([image[foreground_mask(image)] for image in straightened])
+    level = float(np.percentile(foreground, 99)) if foreground.size else 255.0
+    return scale, max(level, 1.0)
+
+
+def canvas_for(
+    straightened: np.ndarray, scale: float, level: float, height: int = CANVAS_HEIGHT, width: int = CANVAS_WIDTH
+) -> np.ndarray:
+    """One straightened ICI as ChrNet4 input, given its cell's normalisation."""
+    return place_on_canvas(straightened, scale, height, width).astype(np.float32) / level
+
+
 def prepare_cell(
     images: list[np.ndarray],
     method: Method = "mask",
@@ -84,16 +104,8 @@ def prepare_cell(
     if not images:
         raise ValueError("a cell needs at least one ICI")
     straightened = [straighten(image, method) for image in images]
-    sizes = [chromosome_size(s.image) for s in straightened]
-    if len(images) >= 10:
-        scale = reference_size / float(np.median(sizes))
-    else:  # too few chromosomes for a cell statistic: assume a typical BioImLab cell
-        scale = reference_size / TYPICAL_CELL_SIZE
-    foreground = np.concatenate([s.image[foreground_mask(s.image)] for s in straightened])
-    level = float(np.percentile(foreground, 99)) if foreground.size else 255.0
-    level = max(level, 1.0)
-    canvases = np.stack(
-        [place_on_canvas(s.image, scale, height, width).astype(np.float32) / level for s in straightened]
-    )
+    images_straight = [s.image for s in straightened]
+    scale, level = cell_normalisation(images_straight, reference_size)
+    canvases = np.stack([canvas_for(image, scale, level, height, width) for image in images_straight])
     angles = np.array([s.angle for s in straightened], dtype=np.float32)
-    return PreparedCell(canvases, angles, scale, tuple(s.image for s in straightened))
+    return PreparedCell(canvases, angles, scale, tuple(images_straight), level)

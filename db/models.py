@@ -1,0 +1,133 @@
+"""SQLAlchemy 2 models: the database is the source of truth for every case.
+
+clinics (tenants) own API keys and cases; a case has images (MCIs); an analysed image has
+chromosomes; every task execution leaves a task run; model versions record which weights made
+a result. Statuses are plain strings (portable between PostgreSQL and SQLite).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# case and image life cycle: received -> segmenting -> classifying -> assembling -> done | failed
+CASE_STATUSES = ("received", "segmenting", "classifying", "assembling", "done", "failed")
+
+
+class Clinic(Base):
+    __tablename__ = "clinics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="clinic")
+
+
+class ApiKey(Base):
+    """Only a SHA-256 of the key is stored; `prefix` (its first 8 characters) finds the row."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    clinic: Mapped[Clinic] = relationship(back_populates="api_keys")
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(200), default="", index=True)  # patient or sample ref
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    abnormal: Mapped[bool | None] = mapped_column(Boolean, nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    stage_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[list[CaseImage]] = relationship(back_populates="case", order_by="CaseImage.position")
+
+
+class CaseImage(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("case_id", "position"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(50))
+    object_key: Mapped[str] = mapped_column(String(400))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    chromosome_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    abnormal: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    report_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    karyogram_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    timings_ms: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    case: Mapped[Case] = relationship(back_populates="images")
+    chromosomes: Mapped[list[ChromosomeRow]] = relationship(back_populates="image", order_by="ChromosomeRow.number")
+
+
+class ChromosomeRow(Base):
+    __tablename__ = "chromosomes"
+    __table_args__ = (UniqueConstraint("image_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(2))
+    class_index: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    detection_score: Mapped[float] = mapped_column(Float)
+    bbox: Mapped[list] = mapped_column(JSON)
+    ici_key: Mapped[str] = mapped_column(String(400))
+    mask_key: Mapped[str] = mapped_column(String(400))
+    image: Mapped[CaseImage] = relationship(back_populates="chromosomes")
+
+
+class TaskRun(Base):
+    __tablename__ = "task_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
+    stage: Mapped[str] = mapped_column(String(20), index=True)  # segment | classify | assemble
+    task_id: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20))  # ok | retry | failed
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))  # segmenter | classifier
+    file: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    architecture: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,48 @@
+"""One settings object for the API, the workers and the CLI's stack, read from the environment
+(prefix KARYO_, e.g. KARYO_DATABASE_URL)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KARYO_")
+
+    # models
+    classifier_weights: Path | None = None  # default: models/chrnet4.pt
+    segmenter_weights: Path | None = None  # default: models/chrrender.pt
+    device: str | None = None  # cpu or cuda; default: cuda when present
+
+    # single-ICI endpoint
+    max_upload_bytes: int = 4 * 1024 * 1024
+    max_icis_per_request: int = 60
+
+    # cases
+    max_image_bytes: int = 32 * 1024 * 1024  # per uploaded MCI
+    max_image_pixels: int = 40_000_000  # decompression-bomb guard (a 768x576 MCI has 0.44 M)
+    max_images_per_case: int = 16
+
+    # infrastructure
+    database_url: str = "sqlite:///karyoflow.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint: str = "127.0.0.1:8333"  # host:port, as the minio SDK wants it
+    s3_access_key: str = "karyoflow"
+    s3_secret_key: str = "karyoflow-secret"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    bucket: str = "karyoflow"
+
+    # reliability
+    task_soft_time_limit_s: int = 300
+    visibility_timeout_s: int = 3600  # above the longest task: a late ack is never redelivered early
+    stuck_after_s: int = 900  # the sweeper re-enqueues a case this long in one stage
+    max_task_retries: int = 5
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
