@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 
@@ -22,3 +24,50 @@ class IciClassification(BaseModel):
 class CellClassification(BaseModel):
     n: int
     icis: list[IciClassification]
+
+
+class ChromosomeOut(BaseModel):
+    number: int
+    label: str
+    class_index: int
+    score: float
+    bbox: list[int]
+
+
+class ImageOut(BaseModel):
+    position: int
+    filename: str
+    status: str
+    width: int
+    height: int
+    sha256: str
+    chromosome_count: int | None = None
+    karyotype: str | None = None
+    abnormal: bool | None = None
+    chromosomes: list[ChromosomeOut] = []
+
+
+class CaseSummary(BaseModel):
+    id: str
+    reference: str
+    status: str
+    karyotype: str | None = None
+    abnormal: bool | None = None
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class CaseOut(CaseSummary):
+    images: list[ImageOut]
+
+
+class CaseCreated(BaseModel):
+    id: str
+    status: str
+    images: int
+
+
+class CasePage(BaseModel):
+    items: list[CaseSummary]
+    next_cursor: str | None = None

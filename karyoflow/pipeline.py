@@ -54,6 +54,7 @@ class Chromosome:
     mask: np.ndarray  # H x W bool, in MCI pixels
     angle: float  # degrees the ICI was rotated by when straightened
     straightened: np.ndarray  # vertical, margins cut, native scale (uint8)
+    candidate: int = 0  # index among the cell's segmented candidates (SegmentedCell)
 
     @property
     def low_confidence(self) -> bool:
@@ -229,6 +230,7 @@ class Karyotyper:
                     mask=cell.masks[position],
                     angle=prediction.angle,
                     straightened=cell.straightened[position],
+                    candidate=position,
                 )
             )
         karyotype = karyotype_from_labels([k for k in karyotype.labels if k >= 0], karyotype.sex_complement)

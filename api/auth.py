@@ -1,0 +1,37 @@
+"""API keys per clinic: `X-API-Key: kf_...`. A request sees only its own clinic's cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.admin import KEY_PREFIX_LENGTH, hash_key
+from db.models import ApiKey
+from db.session import get_sessionmaker
+
+
+def get_db() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def current_clinic(db: Annotated[Session, Depends(get_db)], x_api_key: Annotated[str | None, Header()] = None) -> int:
+    if not x_api_key:
+        raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
+    row = db.scalar(
+        select(ApiKey).where(
+            ApiKey.prefix == x_api_key[:KEY_PREFIX_LENGTH],
+            ApiKey.key_hash == hash_key(x_api_key),
+            ApiKey.revoked_at.is_(None),
+        )
+    )
+    if row is None:
+        raise HTTPException(401, "unknown or revoked API key", headers={"WWW-Authenticate": "ApiKey"})
+    return row.clinic_id

@@ -1,0 +1,229 @@
+"""Cases: upload MCIs (stored, then enqueued), follow them, fetch karyograms and reports, and
+query a clinic's case history."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from api.auth import current_clinic, get_db
+from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
+from db.models import CASE_STATUSES, Case, CaseImage
+from service.settings import Settings, get_settings
+from service.storage import ObjectStore, image_prefix
+
+router = APIRouter(prefix="/v1/cases", tags=["cases"])
+log = logging.getLogger("karyoflow.api")
+FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF": ("image/tiff", ".tif"),
+           "BMP": ("image/bmp", ".bmp")}  # fmt: skip
+
+
+def get_store() -> ObjectStore:
+    store = ObjectStore(get_settings())
+    store.ensure_bucket()
+    return store
+
+
+def enqueue(image_id: str) -> None:
+    from workers.tasks import segment_image
+
+    segment_image.apply_async(args=(image_id,))
+
+
+class CheckedImage:
+    def __init__(self, filename: str, data: bytes, content_type: str, suffix: str, width: int, height: int) -> None:
+        self.filename, self.data, self.content_type, self.suffix = filename, data, content_type, suffix
+        self.width, self.height = width, height
+        self.sha256 = hashlib.sha256(data).hexdigest()
+
+
+async def check_upload(upload: UploadFile, settings: Settings) -> CheckedImage:
+    name = upload.filename or "upload"
+    data = await upload.read(settings.max_image_bytes + 1)
+    if len(data) > settings.max_image_bytes:
+        raise HTTPException(413, f"{name}: larger than {settings.max_image_bytes} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+            width, height = image.size
+            if kind not in FORMATS:
+                raise HTTPException(415, f"{name}: {kind} images are not accepted (PNG, JPEG, TIFF or BMP)")
+            if width * height > settings.max_image_pixels:
+                limit = settings.max_image_pixels
+                raise HTTPException(413, f"{name}: {width}x{height} pixels is over the limit of {limit}")
+            image.load()  # decode fully now: a truncated or corrupt file is refused here, not in a worker
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise HTTPException(422, f"{name}: not a readable PNG, JPEG, TIFF or BMP image ({error})") from error
+    if min(width, height) < 64:
+        raise HTTPException(422, f"{name}: {width}x{height} is too small for a metaphase image")
+    content_type, suffix = FORMATS[kind]
+    return CheckedImage(name, data, content_type, suffix, width, height)
+
+
+@router.post("", status_code=202, response_model=CaseCreated)
+async def create_case(
+    files: list[UploadFile],
+    clinic_id: Annotated[int, Depends(current_clinic)],
+    db: Annotated[Session, Depends(get_db)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    reference: Annotated[str, Form(max_length=200)] = "",
+) -> CaseCreated:
+    """One case from one or more MCIs. Every file is checked first; the case and its files are
+    stored (database and object storage) before anything is enqueued. A bad file creates
+    nothing. If the queue is down the case waits for the sweeper."""
+    if not files:
+        raise HTTPException(422, "no files")
+    if len(files) > settings.max_images_per_case:
+        raise HTTPException(422, f"at most {settings.max_images_per_case} images per case")
+    checked = [await check_upload(f, settings) for f in files]
+    store = get_store()
+    case = Case(clinic_id=clinic_id, reference=reference, status="received")
+    db.add(case)
+    db.flush()
+    images = []
+    try:
+        for position, item in enumerate(checked):
+            key = f"{image_prefix(clinic_id, case.id, position)}/original{item.suffix}"
+            store.put(key, item.data, item.content_type)
+            image = CaseImage(
+                case_id=case.id,
+                position=position,
+                filename=item.filename,
+                content_type=item.content_type,
+                object_key=key,
+                sha256=item.sha256,
+                width=item.width,
+                height=item.height,
+            )
+            db.add(image)
+            images.append(image)
+        db.commit()
+    except Exception as error:
+        db.rollback()
+        try:
+            store.delete_prefix(f"clinics/{clinic_id}/cases/{case.id}/")
+        except Exception:  # storage itself is down: nothing readable was left either
+            log.exception("could not clean up after a failed upload")
+        raise HTTPException(503, f"storage unavailable, nothing was stored: {error}") from error
+    for image in images:
+        try:
+            enqueue(image.id)
+        except Exception as error:  # the broker is down: the case is safe in the database
+            log.warning("enqueue of %s failed (%s); the sweeper will retry", image.id, error)
+    return CaseCreated(id=case.id, status=case.status, images=len(images))
+
+
+def _own_case(db: Session, clinic_id: int, case_id: str) -> Case:
+    case = db.get(Case, case_id)
+    if case is None or case.clinic_id != clinic_id:
+        raise HTTPException(404, f"no case {case_id}")  # another clinic's case is simply not there
+    return case
+
+
+@router.get("/{case_id}", response_model=CaseOut)
+def get_case(
+    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+) -> CaseOut:
+    case = _own_case(db, clinic_id, case_id)
+    return CaseOut(
+        **CaseSummary.model_validate(case, from_attributes=True).model_dump(),
+        images=[
+            ImageOut(
+                **{k: getattr(image, k) for k in ImageOut.model_fields if k != "chromosomes"},
+                chromosomes=[ChromosomeOut.model_validate(c, from_attributes=True) for c in image.chromosomes],
+            )
+            for image in case.images
+        ],
+    )
+
+
+def _image(case: Case, position: int) -> CaseImage:
+    for image in case.images:
+        if image.position == position:
+            return image
+    raise HTTPException(404, f"case {case.id} has no image {position}")
+
+
+@router.get("/{case_id}/karyogram", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def get_karyogram(
+    case_id: str,
+    clinic_id: Annotated[int, Depends(current_clinic)],
+    db: Annotated[Session, Depends(get_db)],
+    image: Annotated[int, Query(ge=0, description="image position in the case")] = 0,
+) -> Response:
+    row = _image(_own_case(db, clinic_id, case_id), image)
+    if row.karyogram_key is None:
+        raise HTTPException(409, f"image {image} of case {case_id} is {row.status}, no karyogram yet")
+    return Response(get_store().get(row.karyogram_key), media_type="image/png")
+
+
+@router.get("/{case_id}/report")
+def get_report(
+    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+) -> dict:
+    """The JSON reports of the case's images (schema: docs/report.md)."""
+    case = _own_case(db, clinic_id, case_id)
+    if case.status != "done":
+        raise HTTPException(409, f"case {case_id} is {case.status}, no report yet")
+    store = get_store()
+    return {"case": case.id, "karyotype": case.karyotype,
+            "reports": [json.loads(store.get(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip
+
+
+def _encode_cursor(case: Case) -> str:
+    return base64.urlsafe_b64encode(f"{case.created_at.isoformat()}|{case.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, case_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), case_id
+    except ValueError as error:
+        raise HTTPException(422, "bad cursor") from error
+
+
+@router.get("", response_model=CasePage)
+def list_cases(
+    clinic_id: Annotated[int, Depends(current_clinic)],
+    db: Annotated[Session, Depends(get_db)],
+    status: Annotated[str | None, Query(description="|".join(CASE_STATUSES))] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    karyotype: str | None = None,
+    abnormal: bool | None = None,
+    reference: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> CasePage:
+    """The clinic's cases, newest first, with a cursor for the next page."""
+    if status is not None and status not in CASE_STATUSES:
+        raise HTTPException(422, f"status must be one of {', '.join(CASE_STATUSES)}")
+    query = select(Case).where(Case.clinic_id == clinic_id)
+    if status is not None:
+        query = query.where(Case.status == status)
+    if since is not None:
+        query = query.where(Case.created_at >= since)
+    if until is not None:
+        query = query.where(Case.created_at < until)
+    if karyotype is not None:
+        query = query.where(Case.karyotype == karyotype)
+    if abnormal is not None:
+        query = query.where(Case.abnormal.is_(abnormal))
+    if reference is not None:
+        query = query.where(Case.reference == reference)
+    if cursor is not None:
+        created, case_id = _decode_cursor(cursor)
+        query = query.where(or_(Case.created_at < created, and_(Case.created_at == created, Case.id < case_id)))
+    rows = db.scalars(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)).all()
+    items = [CaseSummary.model_validate(c, from_attributes=True) for c in rows[:limit]]
+    return CasePage(items=items, next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None)

@@ -1,0 +1,254 @@
+"""A local Karyoflow stack without Docker, for development and the tests.
+
+Starts what the service needs as child processes: a Redis (its own redis-server, so it can be
+stopped and restarted), SeaweedFS (`weed mini`, S3 with credentials), the database (a PostgreSQL
+database created on the machine's server, or SQLite), the migrations, the API under uvicorn, two
+Celery workers (segment+classify and assemble+classify) and the sweeper. Every process gets the
+same KARYO_* environment. `Stack.up()` returns once every service answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not answer on port {port} within {timeout:.0f} s")
+
+
+def _port_free(port: int, what: str) -> None:
+    """Refuse to start on a port something else answers on (we would talk to a stranger)."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(f"port {port} for {what} is already in use")
+
+
+def _binary(name: str) -> str:
+    local = Path(sys.executable).with_name(name)
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found (pip install the dev extras / apt-get install it)")
+    return found
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    redis_port: int = 6391
+    s3_port: int = 18333
+    api_port: int = 8700
+    # a PostgreSQL server URL without database (the stack creates `database`), or "sqlite"
+    postgres_url: str | None = "postgresql+psycopg://postgres@127.0.0.1:5432"
+    database: str = "karyoflow_stack"
+    stuck_after_s: int = 900
+    sweep_interval_s: float = 15.0
+    worker_concurrency: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        if self.postgres_url is None:
+            return f"sqlite:///{self.state_dir / 'karyoflow.db'}"
+        return f"{self.postgres_url}/{self.database}"
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, subprocess.Popen] = {}
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = config.state_dir / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    # -- environment shared by every process --
+    @property
+    def env(self) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update(
+            KARYO_DATABASE_URL=c.database_url,
+            KARYO_REDIS_URL=f"redis://127.0.0.1:{c.redis_port}/0",
+            KARYO_S3_ENDPOINT=f"127.0.0.1:{c.s3_port}",
+            KARYO_S3_ACCESS_KEY="karyoflow",
+            KARYO_S3_SECRET_KEY="karyoflow-stack-secret",
+            KARYO_STUCK_AFTER_S=str(c.stuck_after_s),
+            PYTHONPATH=str(REPO),
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+        )
+        env.update(c.extra_env)
+        return env
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.api_port}"
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
+        self.processes[name] = process
+        return process
+
+    # -- services --
+    def start_redis(self) -> None:
+        c = self.config
+        redis_dir = c.state_dir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        argv = [_binary("redis-server"), "--port", str(c.redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
+        # no persistence: a restart loses every queued message, which is what the sweeper is for
+        _port_free(c.redis_port, "redis-server")
+        process = self._start("redis", [*argv, "--save", "", "--appendonly", "no"])
+        _wait_port(c.redis_port, 15, "redis-server", process)
+
+    def stop_redis(self) -> None:
+        self.stop("redis")
+
+    def start_storage(self) -> None:
+        c = self.config
+        data = c.state_dir / "s3"
+        data.mkdir(exist_ok=True)
+        offset = c.s3_port - 8333  # every SeaweedFS port moved by the same offset
+        env = {**self.env, "AWS_ACCESS_KEY_ID": "karyoflow", "AWS_SECRET_ACCESS_KEY": "karyoflow-stack-secret"}
+        argv = [
+            _binary("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-webdav=false", f"-s3.port={c.s3_port}",
+            f"-master.port={9333 + offset}", f"-volume.port={8080 + offset}",
+            f"-filer.port={8888 + offset}", f"-admin.port={23646 + offset}",
+        ]  # fmt: skip
+        _port_free(c.s3_port, "SeaweedFS S3")
+        process = self._start("s3", argv, env)
+        _wait_port(c.s3_port, 60, "SeaweedFS S3", process)
+
+    def prepare_database(self) -> None:
+        c = self.config
+        if c.postgres_url is not None:
+            import psycopg
+
+            admin = c.postgres_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+            with psycopg.connect(admin, autocommit=True) as connection:
+                exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (c.database,)).fetchone()
+                if not exists:
+                    connection.execute(f'CREATE DATABASE "{c.database}"')
+        subprocess.run([sys.executable, "-m", "db", "upgrade"], env=self.env, cwd=REPO, check=True)
+
+    def drop_database(self) -> None:
+        c = self.config
+        if c.postgres_url is None:
+            return
+        import psycopg
+
+        admin = c.postgres_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{c.database}" WITH (FORCE)')
+
+    def start_api(self) -> None:
+        argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+                "--port", str(self.config.api_port)]  # fmt: skip
+        _port_free(self.config.api_port, "the API")
+        process = self._start("api", argv)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the API exited with code {process.returncode}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("the API did not answer /health within 60 s")
+
+    def start_worker(self, name: str, queues: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
+                "-c", str(self.config.worker_concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle"]  # fmt: skip
+        return self._start(name, argv)
+
+    def start_sweeper(self) -> None:
+        argv = [sys.executable, "-m", "workers.sweeper", "--interval", str(self.config.sweep_interval_s)]
+        self._start("sweeper", argv)
+
+    def workers_ready(self, names: list[str], timeout: float = 120) -> None:
+        """Wait until every named worker answers a ping (models loaded)."""
+        from celery import Celery
+
+        probe = Celery(broker=self.env["KARYO_REDIS_URL"], backend=self.env["KARYO_REDIS_URL"])
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for name in names:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"worker {name} exited with code {self.processes[name].returncode}")
+            replies = probe.control.ping(timeout=1.0) or []
+            answered = {host.split("@")[0] for reply in replies for host in reply}
+            if set(names) <= answered:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"workers {names} not ready within {timeout:.0f} s")
+
+    def up(self) -> None:
+        self.start_redis()
+        self.start_storage()
+        self.prepare_database()
+        self.start_api()
+        self.start_worker("gpu0", "segment,classify")
+        self.start_worker("cpu", "assemble,classify")
+        self.start_sweeper()
+        self.workers_ready(["gpu0", "cpu"])
+        self.write_state()
+
+    def create_clinic(self, name: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "db.admin", "create-clinic", name],
+            env=self.env, cwd=REPO, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(5)
+
+    def down(self) -> None:
+        for name in ["sweeper", "gpu0", "cpu", "api", "s3", "redis"] + list(self.processes):
+            self.stop(name)
+
+    def write_state(self) -> None:
+        state = {
+            "api_url": self.api_url,
+            "pids": {name: p.pid for name, p in self.processes.items()},
+            "env": {k: v for k, v in self.env.items() if k.startswith("KARYO_")},
+        }
+        (self.config.state_dir / "state.json").write_text(json.dumps(state, indent=1))

@@ -1,0 +1,229 @@
+"""The distributed service end to end: real Redis (its own redis-server), PostgreSQL, SeaweedFS
+S3, the API under uvicorn, two Celery worker processes and the sweeper (service.stack)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from db.models import CaseImage, ChromosomeRow, TaskRun
+from karyoflow.data.bioimlab import read_mci
+from karyoflow.pipeline import Karyotyper
+from karyoflow.report import validate_report
+from service.settings import Settings
+from service.stack import Stack, StackConfig
+from service.storage import ObjectStore
+
+pytestmark = pytest.mark.slow
+TIMEOUT_S = 420
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        redis_port=6391,
+        s3_port=18333,
+        api_port=8711,
+        database=f"karyoflow_test_{os.getpid()}",
+        stuck_after_s=25,
+        sweep_interval_s=2,
+    )
+    stack = Stack(config)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        stack.drop_database()
+
+
+@pytest.fixture(scope="module")
+def db(stack: Stack):
+    engine = create_engine(stack.env["KARYO_DATABASE_URL"])
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def store(stack: Stack) -> ObjectStore:
+    env = stack.env
+    return ObjectStore(
+        Settings(
+            s3_endpoint=env["KARYO_S3_ENDPOINT"],
+            s3_access_key=env["KARYO_S3_ACCESS_KEY"],
+            s3_secret_key=env["KARYO_S3_SECRET_KEY"],
+        )
+    )
+
+
+def png_of(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(read_mci(path).image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def submit(stack: Stack, key: str, paths: list[Path], reference: str = "") -> str:
+    files = [("files", (p.stem + ".png", png_of(p), "image/png")) for p in paths]
+    response = httpx.post(
+        f"{stack.api_url}/v1/cases", files=files, data={"reference": reference}, headers={"X-API-Key": key}, timeout=60
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait_done(stack: Stack, key: str, case_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, dict]:
+    deadline = time.time() + timeout
+    cases: dict[str, dict] = {}
+    while time.time() < deadline:
+        cases = {
+            case_id: httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
+            for case_id in case_ids
+        }
+        if all(c["status"] in ("done", "failed") for c in cases.values()):
+            break
+        time.sleep(1)
+    assert all(c["status"] == "done" for c in cases.values()), {
+        k: (c["status"], c.get("error")) for k, c in cases.items()
+    }
+    return cases
+
+
+def wait_status(stack: Stack, key: str, case_id: str, status: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
+        if now["status"] == status:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"case {case_id} never reached {status}")
+
+
+def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:
+    db.expire_all()
+    for image in case["images"]:
+        row = db.scalar(
+            select(CaseImage).where(CaseImage.case_id == case["id"], CaseImage.position == image["position"])
+        )
+        numbers = db.scalars(select(ChromosomeRow.number).where(ChromosomeRow.image_id == row.id)).all()
+        assert sorted(numbers) == list(range(1, image["chromosome_count"] + 1))  # no duplicates, no gaps
+        keys = set(store.list(row.object_key.rsplit("/", 1)[0] + "/"))
+        assert {row.object_key, row.report_key, row.karyogram_key} <= keys
+        rows = db.scalars(select(ChromosomeRow).where(ChromosomeRow.image_id == row.id)).all()
+        assert {r.ici_key for r in rows} <= keys and {r.mask_key for r in rows} <= keys
+
+
+def test_cases_flow_through_the_service(stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path) -> None:
+    key = stack.create_clinic("Clinic A")
+    one = [labelled_dir / "mci" / "original_3.json"]
+    two = [labelled_dir / "mci" / "original_4.json", labelled_dir / "mci" / "original_107a.json"]
+    case_ids = [submit(stack, key, one, reference="P-001"), submit(stack, key, two, reference="P-002")]
+    cases = wait_done(stack, key, case_ids)
+
+    karyotyper = Karyotyper(device="cpu")
+    for case_id, paths in zip(case_ids, (one, two), strict=True):
+        case = cases[case_id]
+        report = httpx.get(f"{stack.api_url}/v1/cases/{case_id}/report", headers={"X-API-Key": key}, timeout=30)
+        assert report.status_code == 200
+        reports = report.json()["reports"]
+        assert len(reports) == len(paths)
+        for position, (path, served) in enumerate(zip(paths, reports, strict=True)):
+            validate_report(served)
+            local = karyotyper.analyse(read_mci(path).image, path.name)
+            assert [c["label"] for c in served["chromosomes"]] == [c.label for c in local.chromosomes]
+            assert served["karyotype"] == local.karyotype.iscn == case["images"][position]["karyotype"]
+            png = httpx.get(
+                f"{stack.api_url}/v1/cases/{case_id}/karyogram",
+                params={"image": position},
+                headers={"X-API-Key": key},
+                timeout=30,
+            )
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            assert Image.open(io.BytesIO(png.content)).size[0] == 1400
+        assert_one_result_set(db, store, case)
+        stages = set(db.scalars(select(TaskRun.stage).where(TaskRun.case_id == case_id)).all())
+        assert stages == {"segment", "classify", "assemble"}
+
+    listed = httpx.get(f"{stack.api_url}/v1/cases", params={"limit": 1}, headers={"X-API-Key": key}, timeout=30).json()
+    assert len(listed["items"]) == 1 and listed["next_cursor"]
+    rest = httpx.get(
+        f"{stack.api_url}/v1/cases", params={"cursor": listed["next_cursor"]}, headers={"X-API-Key": key}, timeout=30
+    ).json()
+    assert {c["id"] for c in listed["items"] + rest["items"]} >= set(case_ids)
+    by_ref = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "P-002"}, headers={"X-API-Key": key}).json()
+    assert [c["id"] for c in by_ref["items"]] == [case_ids[1]]
+
+
+def test_a_clinic_sees_only_its_own_cases(stack: Stack, labelled_dir: Path) -> None:
+    key_a, key_b = stack.create_clinic("Clinic Iso A"), stack.create_clinic("Clinic Iso B")
+    case_id = submit(stack, key_a, [labelled_dir / "mci" / "original_7.json"])
+    for path in (f"/v1/cases/{case_id}", f"/v1/cases/{case_id}/karyogram", f"/v1/cases/{case_id}/report"):
+        assert httpx.get(stack.api_url + path, headers={"X-API-Key": key_b}, timeout=30).status_code == 404
+    listed = httpx.get(f"{stack.api_url}/v1/cases", headers={"X-API-Key": key_b}, timeout=30).json()
+    assert case_id not in {c["id"] for c in listed["items"]}
+    assert httpx.get(f"{stack.api_url}/v1/cases/{case_id}", timeout=30).status_code == 401
+    assert httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": "kf_wrong"}).status_code == 401
+    wait_done(stack, key_a, [case_id])
+
+
+def test_bad_uploads_are_refused_and_store_nothing(stack: Stack, db: Session, store: ObjectStore) -> None:
+    key = stack.create_clinic("Clinic Bad")
+    headers = {"X-API-Key": key}
+    before = set(store.list("clinics/"))
+    good = io.BytesIO()
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(good, format="PNG")
+    gif = io.BytesIO()
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(gif, format="GIF")
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # tiny file, 400 M pixels
+    cases = [
+        ([("files", ("notes.png", b"plain text", "image/png"))], 422, "not a readable"),
+        ([("files", ("cell.gif", gif.getvalue(), "image/gif"))], 415, "GIF"),
+        ([("files", ("bomb.png", bomb.getvalue(), "image/png"))], 413, "pixels"),
+        ([("files", ("ok.png", good.getvalue(), "image/png")),
+          ("files", ("cut.png", good.getvalue()[:200], "image/png"))], 422, "cut.png"),
+    ]  # fmt: skip
+    for files, status, reason in cases:
+        response = httpx.post(f"{stack.api_url}/v1/cases", files=files, headers=headers, timeout=30)
+        assert response.status_code == status, response.text
+        assert reason in response.json()["detail"]
+    assert httpx.get(f"{stack.api_url}/v1/cases", headers=headers).json()["items"] == []
+    assert set(store.list("clinics/")) == before
+
+
+def test_a_worker_killed_during_segmentation_loses_nothing(
+    stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
+) -> None:
+    key = stack.create_clinic("Clinic Kill")
+    case_id = submit(stack, key, [labelled_dir / "mci" / "original_8.json"])
+    wait_status(stack, key, case_id, "segmenting")
+    stack.stop("gpu0", sig=signal.SIGKILL)  # the whole worker, its pool child included
+    stack.start_worker("gpu0", "segment,classify")
+    case = wait_done(stack, key, [case_id])[case_id]
+    assert_one_result_set(db, store, case)
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(TaskRun).where(
+        TaskRun.case_id == case_id, TaskRun.stage == "assemble")) >= 1  # fmt: skip
+
+
+def test_cases_survive_a_redis_restart(stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path) -> None:
+    key = stack.create_clinic("Clinic Redis")
+    case_ids = [submit(stack, key, [labelled_dir / "mci" / name]) for name in ("original_1.json", "original_2.json")]
+    wait_status(stack, key, case_ids[0], "segmenting")
+    stack.stop_redis()  # no persistence: every queued message and chord state is gone
+    time.sleep(3)
+    stack.start_redis()
+    cases = wait_done(stack, key, case_ids)
+    for case in cases.values():
+        assert_one_result_set(db, store, case)

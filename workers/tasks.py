@@ -1,0 +1,266 @@
+"""Per MCI: segment -> a chord of one classification task per ICI -> assemble.
+
+Every task is idempotent: it writes the same object keys and replaces (never appends) its rows,
+so a task delivered twice (a killed worker, the sweeper) leaves exactly one result set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+from celery import Task, chord
+from minio.error import S3Error
+from PIL import Image
+from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from db.models import Case, CaseImage, ChromosomeRow, TaskRun
+from db.session import session_scope
+from karyoflow.classify.predictor import prediction_from_probabilities
+from karyoflow.pipeline import SegmentedCell
+from karyoflow.report import render_outputs, validate_report
+from service.settings import get_settings
+from service.storage import image_prefix
+from workers.app import app
+from workers.runtime import get_karyotyper, get_store
+
+TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class CaseTask(Task):
+    """Retries transient storage/database errors with backoff; a task that fails for good marks
+    its case failed with the reason."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = get_settings().max_task_retries
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        image_id = kwargs.get("image_id") or (args[-1] if args else None)
+        if not isinstance(image_id, str):
+            return
+        reason = f"{self.name.rsplit('.', 1)[-1]}: {type(exc).__name__}: {exc}"[:2000]
+        with session_scope() as session:
+            image = session.get(CaseImage, image_id)
+            if image is None:
+                return
+            image.status = "failed"
+            case = image.case
+            if case.status != "done":
+                case.status, case.error, case.finished_at = "failed", reason, datetime.now(UTC)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _read_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def _record(case_id: str, image_id: str | None, stage: str, task: Task, started: float, error: str | None = None):
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        session.add(
+            TaskRun(
+                case_id=case_id,
+                image_id=image_id,
+                stage=stage,
+                task_id=task.request.id or "",
+                worker=WORKER,
+                status="ok" if error is None else "failed",
+                started_at=datetime.fromtimestamp(started, UTC),
+                finished_at=now,
+                duration_ms=round((time.time() - started) * 1000, 1),
+                retries=task.request.retries or 0,
+                error=error,
+            )
+        )
+
+
+def _set_stage(image_id: str, stage: str) -> tuple[str, int, int] | None:
+    """Move the image (and its case, unless it is further on) to `stage`; None when the case is
+    already finished (a late duplicate delivery has nothing to do)."""
+    with session_scope() as session:
+        image = session.get(CaseImage, image_id)
+        if image is None:
+            raise LookupError(f"no image {image_id}")
+        case = image.case
+        if case.status in ("done", "failed") or image.status == "done":
+            return None
+        image.status = stage
+        order = ("received", "segmenting", "classifying", "assembling")
+        if case.status in order and order.index(stage) >= order.index(case.status):
+            if case.status != stage:
+                case.stage_started_at = datetime.now(UTC)
+            case.status = stage
+        return case.id, case.clinic_id, image.position
+
+
+@app.task(base=CaseTask, bind=True, name="workers.tasks.segment_image")
+def segment_image(self: Task, image_id: str) -> int:
+    """Segment one MCI; store its ICIs (straightened) and masks; launch the classification chord."""
+    started = time.time()
+    stage = _set_stage(image_id, "segmenting")
+    if stage is None:
+        return 0
+    case_id, clinic_id, position = stage
+    with session_scope() as session:
+        object_key = session.get(CaseImage, image_id).object_key
+    store, karyotyper = get_store(), get_karyotyper()
+    with Image.open(io.BytesIO(store.get(object_key))) as picture:
+        grey = np.asarray(picture.convert("L"), dtype=np.uint8)
+    detect_started = time.perf_counter()
+    detections = karyotyper.detect(grey)
+    straighten_started = time.perf_counter()
+    cell = karyotyper.cut_and_straighten(grey, detections)
+    timings = {
+        "segment": round((straighten_started - detect_started) * 1000, 1),
+        "straighten": round((time.perf_counter() - straighten_started) * 1000, 1),
+    }
+    prefix = image_prefix(clinic_id, case_id, position)
+    for n, (ici, mask) in enumerate(zip(cell.straightened, cell.masks, strict=True), start=1):
+        store.put(f"{prefix}/icis/{n}.png", _png(ici), "image/png")
+        store.put(f"{prefix}/masks/{n}.png", _png(mask.astype(np.uint8) * 255), "image/png")
+    summary = {
+        "width": cell.width,
+        "height": cell.height,
+        "detection_scores": cell.detection_scores.tolist(),
+        "boxes": [list(box) for box in cell.boxes],
+        "angles": cell.angles.tolist(),
+        "scale": cell.scale,
+        "level": cell.level,
+        "timings_ms": timings,
+    }
+    store.put(f"{prefix}/cell.json", json.dumps(summary).encode(), "application/json")
+    _set_stage(image_id, "classifying")
+    _record(case_id, image_id, "segment", self, started)
+    count = len(cell.straightened)
+    if count == 0:
+        assemble_image.apply_async(args=([], image_id))
+    else:
+        chord(classify_ici.s(image_id, n, cell.scale, cell.level) for n in range(1, count + 1))(
+            assemble_image.s(image_id)
+        )
+    return count
+
+
+@app.task(base=CaseTask, bind=True, name="workers.tasks.classify_ici")
+def classify_ici(self: Task, image_id: str, number: int, scale: float, level: float) -> dict:
+    """ChrNet4 on one stored ICI with its cell's normalisation: {"p": 24 probabilities, "ms"}.
+
+    One ICI per task keeps tasks small and retries cheap; a GPU worker keeps its device busy by
+    running several of them concurrently (a prefork pool of 2-4 processes per GPU), each a batch
+    of one. Batching across tasks would need a custom consumer; at ~5 ms per ICI the queue, not
+    the GPU, is the limit."""
+    started = time.time()
+    with session_scope() as session:
+        image = session.get(CaseImage, image_id)
+        case_id, clinic_id, position = image.case_id, image.case.clinic_id, image.position
+    karyotyper = get_karyotyper()
+    ici = _read_png(get_store().get(f"{image_prefix(clinic_id, case_id, position)}/icis/{number}.png"))
+    classify_started = time.perf_counter()
+    canvas = karyotyper.canvas(ici, scale, level)[None]
+    prediction = karyotyper.classifier.predict_canvases(canvas, np.zeros(1))[0]
+    milliseconds = (time.perf_counter() - classify_started) * 1000
+    _record(case_id, image_id, "classify", self, started)
+    return {"p": [float(p) for p in prediction.probabilities], "ms": round(milliseconds, 2)}
+
+
+def _modal(values: list[str]) -> str:
+    return max(sorted(set(values)), key=values.count)
+
+
+@app.task(base=CaseTask, bind=True, name="workers.tasks.assemble_image")
+def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
+    """Karyotype assignment, karyogram and report for one MCI; rows replaced, not appended."""
+    started = time.time()
+    stage = _set_stage(image_id, "assembling")
+    if stage is None:
+        return "skipped"
+    case_id, clinic_id, position = stage
+    store, karyotyper = get_store(), get_karyotyper()
+    prefix = image_prefix(clinic_id, case_id, position)
+    summary = json.loads(store.get(f"{prefix}/cell.json"))
+    count = len(summary["detection_scores"])
+    if len(classified) != count:
+        raise RuntimeError(f"{len(classified)} classifications for {count} ICIs")
+    height, width = summary["height"], summary["width"]
+    masks = np.zeros((count, height, width), bool)
+    straightened = []
+    for n in range(1, count + 1):
+        masks[n - 1] = _read_png(store.get(f"{prefix}/masks/{n}.png")) > 127
+        straightened.append(_read_png(store.get(f"{prefix}/icis/{n}.png")))
+    cell = SegmentedCell(
+        width=width,
+        height=height,
+        detection_scores=np.asarray(summary["detection_scores"]),
+        masks=masks,
+        boxes=[tuple(box) for box in summary["boxes"]],
+        straightened=straightened,
+        angles=np.asarray(summary["angles"], dtype=np.float32),
+        scale=summary["scale"],
+        level=summary["level"],
+    )
+    predictions = [
+        prediction_from_probabilities(np.asarray(c["p"]), angle)
+        for c, angle in zip(classified, summary["angles"], strict=True)
+    ]
+    # classification time: the sum over the ICI tasks (they may have run in parallel)
+    timings = {**summary["timings_ms"], "classify": round(sum(c["ms"] for c in classified), 1)}
+    with session_scope() as session:
+        filename = session.get(CaseImage, image_id).filename
+    assemble_started = time.perf_counter()
+    result = karyotyper.assemble(filename, cell, predictions, timings)
+    result.timings_ms["assemble"] = round((time.perf_counter() - assemble_started) * 1000, 1)
+    report, png = render_outputs(result)
+    validate_report(report)
+    report_key, karyogram_key = f"{prefix}/report.json", f"{prefix}/karyogram.png"
+    store.put(karyogram_key, png, "image/png")
+    store.put(report_key, (json.dumps(report, indent=1) + "\n").encode(), "application/json")
+    with session_scope() as session:
+        image = session.get(CaseImage, image_id)
+        session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
+        for chromosome in result.chromosomes:
+            session.add(
+                ChromosomeRow(
+                    image_id=image_id,
+                    number=chromosome.id,
+                    label=chromosome.label,
+                    class_index=chromosome.class_index,
+                    score=chromosome.score,
+                    detection_score=chromosome.detection_score,
+                    bbox=list(chromosome.bbox),
+                    ici_key=f"{prefix}/icis/{chromosome.candidate + 1}.png",
+                    mask_key=f"{prefix}/masks/{chromosome.candidate + 1}.png",
+                )
+            )
+        image.status = "done"
+        image.chromosome_count = len(result.chromosomes)
+        image.karyotype = result.karyotype.iscn
+        image.abnormal = result.karyotype.abnormal
+        image.report_key, image.karyogram_key = report_key, karyogram_key
+        image.timings_ms = result.timings_ms
+        session.flush()
+        case = session.get(Case, case_id)
+        images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
+        if all(i.status == "done" for i in images) and case.status != "done":
+            karyotypes = [i.karyotype for i in images if i.karyotype]
+            case.karyotype = _modal(karyotypes) if karyotypes else None
+            case.abnormal = any(i.abnormal and i.karyotype == case.karyotype for i in images)
+            case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
+    _record(case_id, image_id, "assemble", self, started)
+    return result.karyotype.iscn
