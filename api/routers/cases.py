@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.auth import current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from db.models import CASE_STATUSES, Case, CaseImage
+from karyoflow.straighten import FOREGROUND_LEVEL
 from service.settings import Settings, get_settings
 from service.storage import ObjectStore, image_prefix
 
@@ -62,7 +63,11 @@ async def check_upload(upload: UploadFile, settings: Settings) -> CheckedImage:
                 limit = settings.max_image_pixels
                 raise HTTPException(413, f"{name}: {width}x{height} pixels is over the limit of {limit}")
             image.load()  # decode fully now: a truncated or corrupt file is refused here, not in a worker
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+            if image.convert("L").getextrema()[1] <= FOREGROUND_LEVEL:
+                raise HTTPException(422, f"{name}: the image is empty (no bright pixel, no chromosome)")
+    except Image.DecompressionBombError as error:  # PIL's own guard, far above ours
+        raise HTTPException(413, f"{name}: too many pixels ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise HTTPException(422, f"{name}: not a readable PNG, JPEG, TIFF or BMP image ({error})") from error
     if min(width, height) < 64:
         raise HTTPException(422, f"{name}: {width}x{height} is too small for a metaphase image")
