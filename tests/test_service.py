@@ -4,6 +4,7 @@ S3, the API under uvicorn, two Celery worker processes and the sweeper (service.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -229,3 +230,44 @@ def test_cases_survive_a_redis_restart(stack: Stack, db: Session, store: ObjectS
     cases = wait_done(stack, key, case_ids)
     for case in cases.values():
         assert_one_result_set(db, store, case)
+
+
+def test_client_commands(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
+    from service.cli import main as karyo
+
+    key = stack.create_clinic("Clinic CLI")
+    client = ["--api", stack.api_url, "--key", key]
+    image = tmp_path / "cell 107b.png"
+    image.write_bytes(png_of(labelled_dir / "mci" / "original_107b.json"))
+    assert karyo(["submit", str(image), "--reference", "S-9", "--wait", "--json", *client]) == 0
+    case = json.loads(capsys.readouterr().out)
+    assert case["status"] == "done" and case["images"][0]["chromosome_count"] > 30
+    assert karyo(["cases", "list", "--reference", "S-9", "--json", *client]) == 0
+    assert [c["id"] for c in json.loads(capsys.readouterr().out)["items"]] == [case["id"]]
+    assert karyo(["cases", "show", case["id"], *client]) == 0
+    assert case["karyotype"] in capsys.readouterr().out
+    out = tmp_path / "k.png"
+    assert karyo(["cases", "karyogram", case["id"], "--out", str(out), *client]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert karyo(["cases", "show", "no-such-case", *client]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
+    assert karyo(["submit", str(tmp_path / "missing.png"), *client]) == 2
+
+
+def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, capsys) -> None:
+    from service.cli import main as karyo
+
+    monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
+    ports = ["--api-port", "8721", "--redis-port", "6392", "--s3-port", "18433"]
+    try:
+        assert karyo(["stack", "up", "--sqlite", *ports]) == 0
+        printed = capsys.readouterr().out
+        assert "http://127.0.0.1:8721" in printed and "kf_" in printed
+        assert karyo(["stack", "status"]) == 0
+        status = capsys.readouterr().out
+        assert "segment 0" in status and "/health 200" in status and "STOPPED" not in status
+        assert karyo(["cases", "list", "--json"]) == 0  # URL and key found without flags
+        assert json.loads(capsys.readouterr().out)["items"] == []
+    finally:
+        karyo(["stack", "down"])
+    assert karyo(["stack", "status"]) == 1
