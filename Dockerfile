@@ -1,8 +1,9 @@
-# Karyoflow image: the core package, the CLI and the API. CUDA wheels of torch run on the CPU
+# Karyoflow image: the core package, the CLI, the API, the workers and the migrations. CUDA wheels of torch run on the CPU
 # too, so one image serves CPU and GPU hosts (GPU via the NVIDIA container toolkit).
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    KARYO_CLASSIFIER_WEIGHTS=/app/models/chrnet4.pt KARYO_SEGMENTER_WEIGHTS=/app/models/chrrender.pt
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
@@ -12,7 +13,8 @@ COPY karyoflow ./karyoflow
 COPY api ./api
 COPY workers ./workers
 COPY db ./db
-RUN pip install .
+COPY service ./service
+RUN pip install . flower==2.2.0
 COPY models ./models
 COPY splits ./splits
 RUN useradd --create-home karyo && chown -R karyo /app
