@@ -9,7 +9,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NEEDED = {"redis", "postgres", "minio", "create-bucket", "migrate", "api", "worker-gpu", "worker-cpu", "flower", "sweeper"}
+NEEDED = {
+    "redis",
+    "postgres",
+    "minio",
+    "create-bucket",
+    "migrate",
+    "api",
+    "worker-gpu",
+    "worker-cpu",
+    "flower",
+    "sweeper",
+}
 
 
 def compose(*args: str) -> subprocess.CompletedProcess:
