@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from db.models import CaseImage, ChromosomeRow, TaskRun
+from db.models import CaseImage, ChromosomeRow, ModelVersion, TaskRun
 from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
@@ -155,6 +155,8 @@ def test_cases_flow_through_the_service(stack: Stack, db: Session, store: Object
         assert_one_result_set(db, store, case)
         stages = set(db.scalars(select(TaskRun.stage).where(TaskRun.case_id == case_id)).all())
         assert stages == {"segment", "classify", "assemble"}
+    served_models = {m["sha256"] for m in reports[0]["models"].values() if isinstance(m, dict)}
+    assert served_models <= set(db.scalars(select(ModelVersion.sha256)).all())
 
     listed = httpx.get(f"{stack.api_url}/v1/cases", params={"limit": 1}, headers={"X-API-Key": key}, timeout=30).json()
     assert len(listed["items"]) == 1 and listed["next_cursor"]

@@ -51,6 +51,12 @@ app.conf.update(
 @worker_process_init.connect
 def _load_models(**_kwargs) -> None:
     """Load the models in each worker process as it starts (after the fork)."""
-    from workers.runtime import get_karyotyper
+    import logging
 
-    get_karyotyper()
+    from workers.runtime import get_karyotyper, register_models
+
+    karyotyper = get_karyotyper()
+    try:
+        register_models(karyotyper)
+    except Exception as error:  # the database may be down at start: tasks retry on their own
+        logging.getLogger("karyoflow.worker").warning("model versions not recorded: %s", error)

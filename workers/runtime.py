@@ -16,6 +16,22 @@ def get_karyotyper() -> Karyotyper:
     return Karyotyper(settings.segmenter_weights, settings.classifier_weights, device=settings.device)
 
 
+def register_models(karyotyper: Karyotyper) -> None:
+    """Record the weights this worker runs in model_versions (once per sha256)."""
+    from sqlalchemy import select
+
+    from db.models import ModelVersion
+    from db.session import session_scope
+
+    with session_scope() as session:
+        for name in ("segmenter", "classifier"):
+            info = karyotyper.models[name]
+            if session.scalar(select(ModelVersion).where(ModelVersion.sha256 == info["sha256"])) is None:
+                session.add(
+                    ModelVersion(name=name, file=info["file"], sha256=info["sha256"], architecture=info["architecture"])
+                )
+
+
 @lru_cache
 def get_store() -> ObjectStore:
     store = ObjectStore(get_settings())
