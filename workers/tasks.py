@@ -164,8 +164,8 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
 
     One ICI per task keeps tasks small and retries cheap; a GPU worker keeps its device busy by
     running several of them concurrently (a prefork pool of 2-4 processes per GPU), each a batch
-    of one. Batching across tasks would need a custom consumer; at ~5 ms per ICI the queue, not
-    the GPU, is the limit."""
+    of one. Batching across tasks would need a custom consumer; for a forward pass this small the
+    queue, not the GPU, is the limit."""
     started = time.time()
     with session_scope() as session:
         image = session.get(CaseImage, image_id)
