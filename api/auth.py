@@ -22,16 +22,22 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
+def clinic_for_key(db: Session, key: str | None) -> int | None:
+    """The clinic of a valid, unrevoked key, else None."""
+    if not key:
+        return None
+    row = db.scalar(
+        select(ApiKey).where(
+            ApiKey.prefix == key[:KEY_PREFIX_LENGTH], ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+        )
+    )
+    return row.clinic_id if row is not None else None
+
+
 def current_clinic(db: Annotated[Session, Depends(get_db)], x_api_key: Annotated[str | None, Header()] = None) -> int:
     if not x_api_key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
-    row = db.scalar(
-        select(ApiKey).where(
-            ApiKey.prefix == x_api_key[:KEY_PREFIX_LENGTH],
-            ApiKey.key_hash == hash_key(x_api_key),
-            ApiKey.revoked_at.is_(None),
-        )
-    )
-    if row is None:
+    clinic = clinic_for_key(db, x_api_key)
+    if clinic is None:
         raise HTTPException(401, "unknown or revoked API key", headers={"WWW-Authenticate": "ApiKey"})
-    return row.clinic_id
+    return clinic

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from pathlib import Path
 
-from api.routers import cases, health, icis
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from api.routers import cases, dashboard, health, icis, metrics
 
 app = FastAPI(title="Karyoflow", version="0.1.0")
 app.include_router(health.router)
 app.include_router(icis.router)
 app.include_router(cases.router)
+app.include_router(dashboard.router)
+app.include_router(metrics.router)
+app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")

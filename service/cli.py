@@ -84,6 +84,8 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     (directory / "state.json").write_text(json.dumps(state, indent=1))
     print(f"API      {stack.api_url}  (docs: {stack.api_url}/docs)")
     print(f"API key  {key}  (clinic 'development')")
+    print(f"Flower   {stack.flower_url}  (user {config.flower_user}, password {config.flower_password})")
+    print(f"dashboard {stack.api_url}/dashboard   metrics {stack.api_url}/metrics")
     print(f"logs     {stack.logs}")
     return 0
 
@@ -134,20 +136,40 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
     except Exception as error:  # Redis down is a status to show, not a crash
         print(f"queues   unavailable ({error})")
     try:
+        from celery import Celery
+
+        probe = Celery(broker=env["KARYO_REDIS_URL"], backend=env["KARYO_REDIS_URL"])
+        replies = probe.control.ping(timeout=1.0) or []
+        print("workers  " + (", ".join(sorted(name for reply in replies for name in reply)) or "none online"))
+    except Exception as error:
+        print(f"workers  unavailable ({error})")
+    try:
         health = httpx.get(f"{state['api_url']}/health", timeout=5).status_code
         print(f"api      {state['api_url']} /health {health}")
     except httpx.HTTPError as error:
         print(f"api      unavailable ({error})")
     try:
-        from sqlalchemy import create_engine, func, select
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import Session
 
-        from db.models import Case
+        from service.monitoring import case_figures
 
         engine = create_engine(env["KARYO_DATABASE_URL"])
-        with engine.connect() as connection:
-            rows = connection.execute(select(Case.status, func.count()).group_by(Case.status)).all()
+        with Session(engine) as session:
+            figures = case_figures(session, clinic_id=None)
         engine.dispose()
-        print("cases    " + ("  ".join(f"{status} {count}" for status, count in rows) or "none"))
+        by_status = figures["cases_by_status"]
+        print("cases    " + "  ".join(f"{status} {count}" for status, count in by_status.items()))
+        print(
+            f"done     {figures['cases_done_last_hour']} in the last hour, {figures['cases_done_last_day']} in 24 h; "
+            f"{figures['icis_last_day']} ICIs in 24 h; failure rate {100 * figures['failure_rate_last_day']:.1f}%"
+        )
+        for stage, latency in figures["stage_latency"].items():
+            p50, p95 = latency["p50_ms"], latency["p95_ms"]
+            if latency["count"]:
+                print(f"{stage:<9}p50 {p50:.0f} ms  p95 {p95:.0f} ms  ({latency['count']} runs in 24 h)")
+        for failure in figures["latest_failures"][:3]:
+            print(f"failed   {failure['case']} {failure['at']}: {failure['reason'][:100]}")
     except Exception as error:
         print(f"cases    unavailable ({error})")
     return 0 if len(alive) == len(state.get("pids", {})) else 1

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     bucket: str = "karyoflow"
 
+    # monitoring
+    flower_url: str = "http://127.0.0.1:5555"  # as the lab's browsers reach it
+
     # reliability
     task_soft_time_limit_s: int = 300
     visibility_timeout_s: int = 3600  # above the longest task: a late ack is never redelivered early

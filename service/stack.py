@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -66,6 +67,9 @@ class StackConfig:
     stuck_after_s: int = 900
     sweep_interval_s: float = 15.0
     worker_concurrency: int = 1
+    flower_port: int = 5566
+    flower_user: str = "admin"
+    flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -95,6 +99,7 @@ class Stack:
             KARYO_S3_ACCESS_KEY="karyoflow",
             KARYO_S3_SECRET_KEY="karyoflow-stack-secret",
             KARYO_STUCK_AFTER_S=str(c.stuck_after_s),
+            KARYO_FLOWER_URL=self.flower_url,
             PYTHONPATH=str(REPO),
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
         )
@@ -104,6 +109,10 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.config.api_port}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.flower_port}"
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -192,6 +201,14 @@ class Stack:
         argv = [sys.executable, "-m", "workers.sweeper", "--interval", str(self.config.sweep_interval_s)]
         self._start("sweeper", argv)
 
+    def start_flower(self) -> None:
+        c = self.config
+        _port_free(c.flower_port, "Flower")
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={c.flower_port}",
+                "--address=127.0.0.1", f"--basic-auth={c.flower_user}:{c.flower_password}"]  # fmt: skip
+        process = self._start("flower", argv)
+        _wait_port(c.flower_port, 60, "Flower", process)
+
     def workers_ready(self, names: list[str], timeout: float = 120) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
         from celery import Celery
@@ -217,6 +234,7 @@ class Stack:
         self.start_worker("gpu0", "segment,classify")
         self.start_worker("cpu", "assemble,classify")
         self.start_sweeper()
+        self.start_flower()
         self.workers_ready(["gpu0", "cpu"])
         self.write_state()
 
@@ -242,12 +260,15 @@ class Stack:
             process.wait(5)
 
     def down(self) -> None:
-        for name in ["sweeper", "gpu0", "cpu", "api", "s3", "redis"] + list(self.processes):
+        for name in ["sweeper", "flower", "gpu0", "cpu", "api", "s3", "redis"] + list(self.processes):
             self.stop(name)
 
     def write_state(self) -> None:
         state = {
             "api_url": self.api_url,
+            "flower_url": self.flower_url,
+            "flower_user": self.config.flower_user,
+            "flower_password": self.config.flower_password,
             "pids": {name: p.pid for name, p in self.processes.items()},
             "env": {k: v for k, v in self.env.items() if k.startswith("KARYO_")},
         }

@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from service.settings import Settings
+from service.stack import Stack, StackConfig
+from service.storage import ObjectStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,3 +46,46 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pa
     meta = train_classifier(data_dir, config, out, torch.device("cpu"), log=lambda *_: None)
     out.with_suffix(".meta").write_text(str(meta["history"]))
     return out
+
+
+# -- the service stack (started once per session, only when a test asks for it) --
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        redis_port=6391,
+        s3_port=18333,
+        api_port=8711,
+        database=f"karyoflow_test_{os.getpid()}",
+        stuck_after_s=25,
+        sweep_interval_s=2,
+    )
+    stack = Stack(config)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        stack.drop_database()
+
+
+@pytest.fixture(scope="session")
+def db(stack: Stack):
+    engine = create_engine(stack.env["KARYO_DATABASE_URL"])
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def store(stack: Stack) -> ObjectStore:
+    env = stack.env
+    return ObjectStore(
+        Settings(
+            s3_endpoint=env["KARYO_S3_ENDPOINT"],
+            s3_access_key=env["KARYO_S3_ACCESS_KEY"],
+            s3_secret_key=env["KARYO_S3_SECRET_KEY"],
+        )
+    )

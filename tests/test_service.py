@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -14,101 +13,18 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import CaseImage, ChromosomeRow, ModelVersion, TaskRun
 from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
-from service.settings import Settings
-from service.stack import Stack, StackConfig
+from service.stack import Stack
 from service.storage import ObjectStore
+from tests.helpers import png_of, submit, wait_done, wait_status
 
 pytestmark = pytest.mark.slow
-TIMEOUT_S = 420
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    config = StackConfig(
-        state_dir=tmp_path_factory.mktemp("stack"),
-        redis_port=6391,
-        s3_port=18333,
-        api_port=8711,
-        database=f"karyoflow_test_{os.getpid()}",
-        stuck_after_s=25,
-        sweep_interval_s=2,
-    )
-    stack = Stack(config)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
-        stack.drop_database()
-
-
-@pytest.fixture(scope="module")
-def db(stack: Stack):
-    engine = create_engine(stack.env["KARYO_DATABASE_URL"])
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def store(stack: Stack) -> ObjectStore:
-    env = stack.env
-    return ObjectStore(
-        Settings(
-            s3_endpoint=env["KARYO_S3_ENDPOINT"],
-            s3_access_key=env["KARYO_S3_ACCESS_KEY"],
-            s3_secret_key=env["KARYO_S3_SECRET_KEY"],
-        )
-    )
-
-
-def png_of(path: Path) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(read_mci(path).image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def submit(stack: Stack, key: str, paths: list[Path], reference: str = "") -> str:
-    files = [("files", (p.stem + ".png", png_of(p), "image/png")) for p in paths]
-    response = httpx.post(
-        f"{stack.api_url}/v1/cases", files=files, data={"reference": reference}, headers={"X-API-Key": key}, timeout=60
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def wait_done(stack: Stack, key: str, case_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, dict]:
-    deadline = time.time() + timeout
-    cases: dict[str, dict] = {}
-    while time.time() < deadline:
-        cases = {
-            case_id: httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
-            for case_id in case_ids
-        }
-        if all(c["status"] in ("done", "failed") for c in cases.values()):
-            break
-        time.sleep(1)
-    assert all(c["status"] == "done" for c in cases.values()), {
-        k: (c["status"], c.get("error")) for k, c in cases.items()
-    }
-    return cases
-
-
-def wait_status(stack: Stack, key: str, case_id: str, status: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        now = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
-        if now["status"] == status:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"case {case_id} never reached {status}")
 
 
 def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:

@@ -1,0 +1,110 @@
+"""Monitoring: the dashboard in a real browser (Debian's Chromium via Playwright), /metrics,
+Flower behind basic auth; all against the running stack."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import Case, TaskRun
+from service.stack import Stack
+from tests.helpers import submit, wait_done
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+
+
+def clinic_counts(db: Session, clinic_key_id: int) -> dict[str, int]:
+    db.expire_all()
+    query = select(Case.status, func.count()).where(Case.clinic_id == clinic_key_id).group_by(Case.status)
+    rows = {status: count for status, count in db.execute(query).all()}
+    icis = db.scalar(
+        select(func.count())
+        .select_from(TaskRun)
+        .join(Case, Case.id == TaskRun.case_id)
+        .where(Case.clinic_id == clinic_key_id, TaskRun.stage == "classify", TaskRun.status == "ok")
+    )
+    return {"total": sum(rows.values()), "done": rows.get("done", 0), "failed": rows.get("failed", 0), "icis": icis}
+
+
+def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labelled_dir: Path) -> None:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    key = stack.create_clinic("Clinic Dashboard")
+    unauthenticated = httpx.get(f"{stack.api_url}/dashboard/data", timeout=30)
+    assert unauthenticated.status_code == 401
+    names = ["original_2.json", "original_106.json", "original_107c.json"]
+    case_ids = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{stack.api_url}/dashboard")
+        page.fill("#key", key)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+        # the batch runs while the page is open
+        case_ids = [
+            submit(stack, key, [labelled_dir / "mci" / name], reference=f"D-{i}") for i, name in enumerate(names)
+        ]
+        wait_done(stack, key, case_ids)
+        expected = clinic_counts(db, db.scalar(select(Case.clinic_id).where(Case.id == case_ids[0])))
+        assert expected["done"] == 3 and expected["icis"] > 100
+        page.wait_for_function(
+            "expected => document.getElementById('cases-done').textContent === String(expected.done)"
+            " && document.getElementById('icis-day').textContent === String(expected.icis)",
+            arg=expected,
+            timeout=30_000,
+        )
+        shown = {
+            "total": int(page.text_content("#cases-total")),
+            "done": int(page.text_content("#cases-done")),
+            "failed": int(page.text_content("#cases-failed")),
+            "icis": int(page.text_content("#icis-day")),
+        }
+        assert shown == expected
+        assert "gpu0@" in page.text_content("#workers") and "cpu@" in page.text_content("#workers")
+        assert "segment" in page.text_content("#latency")
+        assert page.get_attribute("a[target=_blank]", "href") == stack.flower_url
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_metrics_histograms_match_the_task_runs(stack: Stack, db: Session, labelled_dir: Path) -> None:
+    key = stack.create_clinic("Clinic Metrics")
+    wait_done(stack, key, [submit(stack, key, [labelled_dir / "mci" / "original_1.json"])])
+    text = httpx.get(f"{stack.api_url}/metrics", timeout=30).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    db.expire_all()
+    query = select(TaskRun.stage, func.count()).where(TaskRun.status == "ok").group_by(TaskRun.stage)
+    expected = {stage: count for stage, count in db.execute(query).all()}
+    histogram = families["karyoflow_stage_duration_seconds"]
+    counts = {s.labels["stage"]: s.value for s in histogram.samples if s.name.endswith("_count")}
+    assert counts == {stage: expected.get(stage, 0) for stage in ("segment", "classify", "assemble")}
+    assert all(counts[stage] > 0 for stage in counts)
+    infinite = {s.labels["stage"]: s.value for s in histogram.samples if s.labels.get("le") == "+Inf"}
+    assert infinite == counts
+    cases = {s.labels["status"]: s.value for s in families["karyoflow_cases"].samples}
+    assert cases["done"] == db.scalar(select(func.count()).select_from(Case).where(Case.status == "done"))
+    assert {s.labels["queue"] for s in families["karyoflow_queue_depth"].samples} == {"segment", "classify", "assemble"}
+
+
+def test_flower_needs_credentials_and_lists_the_workers(stack: Stack) -> None:
+    assert httpx.get(f"{stack.flower_url}/api/workers", timeout=30).status_code == 401
+    auth = (stack.config.flower_user, stack.config.flower_password)
+    assert httpx.get(f"{stack.flower_url}/api/workers", auth=(auth[0], "wrong"), timeout=30).status_code == 401
+    workers = httpx.get(f"{stack.flower_url}/api/workers", params={"refresh": "true"}, auth=auth, timeout=60)
+    assert workers.status_code == 200
+    names = set(workers.json())
+    assert any(n.startswith("gpu0@") for n in names) and any(n.startswith("cpu@") for n in names)
