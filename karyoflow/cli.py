@@ -37,10 +37,9 @@ class UsageError(Exception):
 
 def _write_json(path: Path, document: dict) -> None:
     """Atomically: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(path)
+    from karyoflow.files import write_atomically
+
+    write_atomically(path, (json.dumps(document, indent=1) + "\n").encode())
 
 
 def _split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:

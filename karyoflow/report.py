@@ -11,10 +11,12 @@ from pathlib import Path
 import jsonschema
 from pycocotools import mask as mask_utils
 
+from karyoflow.files import write_atomically
 from karyoflow.karyogram import render_karyogram
 from karyoflow.karyotype import CLINICAL_NOTE
 from karyoflow.pipeline import KaryotypeResult
 
+__all__ = ["build_report", "render_outputs", "validate_report", "write_atomically"]
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "report.schema.json"
 
 
@@ -79,13 +81,6 @@ def karyogram_png(result: KaryotypeResult) -> bytes:
     buffer = io.BytesIO()
     karyogram_image(result).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def render_outputs(result: KaryotypeResult) -> tuple[dict, bytes]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from karyoflow import cli as core_cli
+from karyoflow.files import write_atomically
 
 SERVICE_COMMANDS = {"stack", "submit", "cases"}
 
@@ -255,10 +256,7 @@ def cmd_cases_karyogram(args: argparse.Namespace) -> int:
     response = _check(
         httpx.get(f"{url}/v1/cases/{args.id}/karyogram", params={"image": args.image}, headers=headers, timeout=60)
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_bytes(response.content)
-    tmp.replace(args.out)
+    write_atomically(args.out, response.content)
     print(f"wrote {args.out}")
     return 0
 

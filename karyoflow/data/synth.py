@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from karyoflow.files import write_atomically
 from karyoflow.straighten import FOREGROUND_LEVEL, rotate_expand
 
 WIDTH, HEIGHT = 768, 576
@@ -167,7 +168,4 @@ def labelme_document(mci: SyntheticMci, image_path: str) -> dict:
 
 
 def write_labelme(mci: SyntheticMci, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(labelme_document(mci, path.with_suffix(".png").name)))
-    tmp.replace(path)
+    write_atomically(path, json.dumps(labelme_document(mci, path.with_suffix(".png").name)).encode())
