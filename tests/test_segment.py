@@ -216,3 +216,20 @@ def test_detectron2_backend_config() -> None:
     pytest.importorskip("detectron2")  # only where a GPU deployment installed it
     cfg = detectron2_backend.pointrend_config(device="cpu")
     assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
+
+
+def test_select_chromosomes_drops_fragments_inside_a_better_detection() -> None:
+    from karyoflow.segment.evaluate import Detections
+    from karyoflow.segment.postprocess import select_chromosomes
+
+    masks = np.zeros((4, 60, 60), bool)
+    masks[0, 10:50, 10:20] = True  # a whole chromosome
+    masks[1, 12:30, 11:19] = True  # a fragment of it (entirely inside)
+    masks[2, 10:50, 18:28] = True  # a neighbour overlapping it a little (a fifth of its area)
+    masks[3, 5:8, 40:45] = True  # weak detection
+    detections = Detections(np.zeros((4, 4), np.float32), np.array([0.99, 0.9, 0.95, 0.2]), masks)
+    chosen = select_chromosomes(detections, score_threshold=0.5, max_containment=0.6)
+    assert chosen.scores.tolist() == [0.99, 0.95]
+    assert chosen.masks.shape == (2, 60, 60)
+    assert len(select_chromosomes(detections, score_threshold=0.1, max_containment=0.6).scores) == 3
+    assert len(select_chromosomes(detections, score_threshold=0.5, max_containment=1.01).scores) == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from karyoflow.segment.dataset import boxes_from_masks
 from karyoflow.segment.evaluate import Detections
 
 DEFAULT_SCORE_THRESHOLD = 0.5
@@ -29,11 +30,18 @@ def select_chromosomes(
     order = np.argsort(-detections.scores, kind="stable")
     order = [i for i in order if detections.scores[i] >= score_threshold and detections.masks[i].any()]
     areas = {i: int(detections.masks[i].sum()) for i in order}
+    boxes = {i: boxes_from_masks(detections.masks[i][None])[0].astype(int) for i in order}
     kept: list[int] = []
     for i in order:
         contained = False
         for j in kept:
-            inter = int(np.logical_and(detections.masks[i], detections.masks[j]).sum())
+            # only the overlap of the two boxes can hold common pixels
+            x0, y0 = max(boxes[i][0], boxes[j][0]), max(boxes[i][1], boxes[j][1])
+            x1, y1 = min(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
+            if x0 >= x1 or y0 >= y1:
+                continue
+            window = (slice(y0, y1), slice(x0, x1))
+            inter = int(np.logical_and(detections.masks[i][window], detections.masks[j][window]).sum())
             if inter > max_containment * min(areas[i], areas[j]):
                 contained = True
                 break
