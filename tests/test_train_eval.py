@@ -144,3 +144,17 @@ def test_bench_reports_icis_per_second(tiny_weights: Path, data_dir: Path) -> No
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["batch"] == 46 and figures["icis_per_s"] > 0
+
+
+def test_eval_with_the_assignment_respects_each_cells_capacities(tiny_weights: Path, data_dir: Path, tmp_path: Path):
+    out = tmp_path / "eval.json"
+    result = karyo(
+        "eval", "classify", "--data", str(data_dir), "--cases", "9", "--weights", str(tiny_weights),
+        "--assign", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["assignment"] == "capacity" and 0 <= report["argmax_accuracy"] <= 1
+    predicted = {label: figures["predicted"] for label, figures in report["per_class"].items()}
+    assert all(predicted[str(k)] == 2 for k in range(1, 23))  # a 46-chromosome cell: two of each autosome
+    assert predicted["X"] + predicted["Y"] == 2
