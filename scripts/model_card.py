@@ -86,24 +86,29 @@ def main() -> None:
         ]
     else:
         lines += [
-            "| metric | AP | AP50 | AP75 | APs | APm | APl |",
-            "|---|---|---|---|---|---|---|",
+            "| model / boxes | metric | AP | AP50 | AP75 | APs | APm | APl |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for kind in ("bbox", "segm"):
-            figures = report[kind]
-            lines.append(
-                f"| {kind} | "
-                + " | ".join(
+        rows = [("this model", report)] + [
+            (name, json.loads(Path(path).read_text()))
+            for name, path in (item.split("=", 1) for item in args.eval_extra)
+        ]
+        for name, r in rows:
+            for kind in ("bbox", "segm"):
+                figures = r[kind]
+                cells = [
                     "n/a" if figures[k] is None else f"{figures[k]:.2f}"
                     for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
-                )
-                + " |"
-            )
+                ]
+                lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            f"WCR {report['wcr']:.2%}, mean absolute count error {report['mean_abs_count_error']:.2f}, "
-            f"{report['n_images']} validation MCIs.",
+            f"Boxes: {report.get('box_source', 'regressed')}. WCR {report['wcr']:.2%}, mean absolute count error "
+            f"{report['mean_abs_count_error']:.2f} after the pipeline's post-processing "
+            f"({report.get('postprocess', {})}), {report['n_images']} validation MCIs.",
         ]
+        if meta.get("init_sha256"):
+            lines += ["", f"Initialised from weights with sha256 `{meta['init_sha256']}` (`--init`)."]
     history = meta.get("history", [])
     if history:
         lines += ["", "## Training history (last records)", "", "```"]
