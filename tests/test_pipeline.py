@@ -132,3 +132,11 @@ def test_eval_karyotype_scores_a_labelled_mci(labelled_dir: Path, tmp_path: Path
     assert sum(report["table3"].values()) == 1
     labels = report["confusion"]["labels"]
     assert labels[-1] == "BG" and len(report["confusion"]["matrix"]) == 25
+
+
+def test_an_image_without_chromosomes_gives_an_empty_valid_report(karyotyper: Karyotyper) -> None:
+    report, png = render_outputs(karyotyper.analyse(np.zeros((576, 768), np.uint8), "black"))
+    validate_report(report)
+    assert report["chromosome_count"] == 0 and report["chromosomes"] == []
+    assert report["karyotype"].startswith("0,-")
+    assert png[:4] == b"\x89PNG"

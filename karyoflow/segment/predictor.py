@@ -44,7 +44,7 @@ def segment_images(
         result = model([image_tensor(image).to(device)])[0]
         boxes = result["boxes"].cpu().numpy()
         masks = (result["masks"][:, 0] > mask_threshold).cpu().numpy()
-        if refine_boxes:
+        if refine_boxes and len(masks):
             filled = masks.reshape(len(masks), -1).any(axis=1)
             boxes[filled] = 0.5 * (boxes[filled] + boxes_from_masks(masks[filled]))
         out.append(Detections(boxes=boxes, scores=result["scores"].cpu().numpy(), masks=masks))
