@@ -46,8 +46,9 @@ class CaseTask(Task):
     max_retries = get_settings().max_task_retries
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        image_id = kwargs.get("image_id") or (args[-1] if args else None)
-        if not isinstance(image_id, str):
+        # every task takes its image's id as its only string argument
+        image_id = kwargs.get("image_id") or next((a for a in args if isinstance(a, str)), None)
+        if image_id is None:
             return
         reason = f"{self.name.rsplit('.', 1)[-1]}: {type(exc).__name__}: {exc}"[:2000]
         with session_scope() as session:
@@ -232,7 +233,10 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     store.put(karyogram_key, png, "image/png")
     store.put(report_key, (json.dumps(report, indent=1) + "\n").encode(), "application/json")
     with session_scope() as session:
-        image = session.get(CaseImage, image_id)
+        # the row lock serialises two deliveries of this task; the second finds the image done
+        image = session.get(CaseImage, image_id, with_for_update=True)
+        if image.status == "done":
+            return "skipped"
         session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
         for chromosome in result.chromosomes:
             session.add(
