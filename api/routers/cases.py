@@ -9,6 +9,7 @@ import io
 import json
 import logging
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
@@ -29,10 +30,18 @@ FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF":
            "BMP": ("image/bmp", ".bmp")}  # fmt: skip
 
 
-def get_store() -> ObjectStore:
+@lru_cache
+def _store() -> ObjectStore:
     store = ObjectStore(get_settings())
     store.ensure_bucket()
     return store
+
+
+def get_store() -> ObjectStore:
+    try:
+        return _store()
+    except Exception as error:  # S3 down at first use: say so, and try again next request
+        raise HTTPException(503, f"object storage unavailable: {error}") from error
 
 
 def enqueue(image_id: str) -> None:
