@@ -72,6 +72,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         redis_port=args.redis_port,
         s3_port=args.s3_port,
+        flower_port=args.flower_port,
     )
     stack = Stack(config)
     try:
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=8700)
     up.add_argument("--redis-port", type=int, default=6391)
     up.add_argument("--s3-port", type=int, default=18333)
+    up.add_argument("--flower-port", type=int, default=5566)
     up.set_defaults(func=cmd_stack_up)
     stack.add_parser("down", help="stop the stack").set_defaults(func=cmd_stack_down)
     stack.add_parser("status", help="processes, queue depths, cases by status").set_defaults(func=cmd_stack_status)

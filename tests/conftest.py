@@ -58,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         redis_port=6391,
         s3_port=18333,
         api_port=8711,
+        flower_port=5567,
         database=f"karyoflow_test_{os.getpid()}",
         stuck_after_s=25,
         sweep_interval_s=2,

@@ -176,7 +176,7 @@ def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, 
     from service.cli import main as karyo
 
     monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
-    ports = ["--api-port", "8721", "--redis-port", "6392", "--s3-port", "18433"]
+    ports = ["--api-port", "8721", "--redis-port", "6392", "--s3-port", "18433", "--flower-port", "5577"]
     try:
         assert karyo(["stack", "up", "--sqlite", *ports]) == 0
         printed = capsys.readouterr().out
