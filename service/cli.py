@@ -77,7 +77,10 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     stack = Stack(config)
     try:
         stack.up()
-    except Exception:
+    except (FileNotFoundError, RuntimeError, TimeoutError) as error:  # a missing binary, a busy port
+        stack.down()
+        raise core_cli.UsageError(f"stack not started: {error} (logs: {stack.logs})") from error
+    except BaseException:
         stack.down()
         raise
     key = stack.create_clinic("development")
