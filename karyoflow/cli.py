@@ -285,6 +285,7 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
         warmup=min(args.warmup, max(args.steps // 5, 1)),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        augment=args.augment,
         max_minutes=args.max_minutes,
         init_weights=str(args.init) if args.init else None,
         train_cases=train_cases,
@@ -639,6 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--warmup", type=int, default=200)
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--checkpoint-every", type=int, default=50)
+    ts.add_argument(
+        "--augment",
+        choices=["dihedral", "flips"],
+        default="dihedral",
+        help="dihedral: flips, transposition and gamma (default); flips: flips only",
+    )
     ts.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
     ts.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/chrrender.pt)")
     ts.add_argument("--limit-cells", type=int, default=None)

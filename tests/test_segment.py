@@ -66,15 +66,27 @@ def test_match_instances_is_one_to_one() -> None:
     assert match_instances(ious) == [(0, 0), (2, 1)]
 
 
-def test_flip_augmentation_moves_masks_with_the_image(data_dir: Path) -> None:
+@pytest.mark.parametrize("augment", ["flips", "dihedral"])
+def test_augmentation_moves_masks_with_the_image(data_dir: Path, augment: str) -> None:
     sample = sample_from_mci(read_mci(data_dir / "mci" / "original_1.json"))
     rng = np.random.default_rng(3)
-    for _ in range(4):
-        image, target = training_pair(sample, rng)
+    shapes = set()
+    for _ in range(8):
+        image, target = training_pair(sample, rng, augment)
+        shapes.add(tuple(image.shape[1:]))
+        assert tuple(target["masks"].shape[1:]) == tuple(image.shape[1:])
         bright = image[0].numpy() > 0.3
         inside = target["masks"].numpy().any(0)
         assert bright[inside].mean() > 3 * bright[~inside].mean()
         assert (target["boxes"][:, 2:] > target["boxes"][:, :2]).all()
+    # only the dihedral policy transposes (768x576 <-> 576x768)
+    assert shapes == ({(576, 768)} if augment == "flips" else {(576, 768), (768, 576)})
+
+
+def test_unknown_augmentation_is_refused(data_dir: Path) -> None:
+    sample = sample_from_mci(read_mci(data_dir / "mci" / "original_1.json"))
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        training_pair(sample, np.random.default_rng(0), "mixup")
 
 
 def test_point_selection_picks_the_most_uncertain_points() -> None:

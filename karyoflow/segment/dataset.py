@@ -78,16 +78,33 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+AUGMENTATIONS = ("flips", "dihedral")
+
+
 def training_pair(
-    sample: SegmentationSample, rng: np.random.Generator | None = None
+    sample: SegmentationSample, rng: np.random.Generator | None = None, augment: str = "dihedral"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Image tensor and torchvision target; with `rng`, random horizontal/vertical flips."""
+    """Image tensor and torchvision target; with `rng`, random augmentation.
+
+    "flips": horizontal and vertical flips. "dihedral": flips plus a transposition (so all eight
+    right-angle orientations, a metaphase has no preferred one; a transposed 768x576 MCI is
+    576x768 and still needs no resize) and a random gamma in [0.7, 1.4] (Q-band contrast varies
+    from cell to cell more than the per-image brightness scaling removes).
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
     image, masks = sample.image, sample.masks
     if rng is not None:
         if rng.random() < 0.5:
             image, masks = image[:, ::-1], masks[:, :, ::-1]
         if rng.random() < 0.5:
             image, masks = image[::-1], masks[:, ::-1]
+        if augment == "dihedral":
+            if rng.random() < 0.5:
+                image, masks = image.T, masks.transpose(0, 2, 1)
+            gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+            table = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+            image = table[image]
         image, masks = np.ascontiguousarray(image), np.ascontiguousarray(masks)
     target = {
         "boxes": torch.from_numpy(boxes_from_masks(masks)),

@@ -1,7 +1,7 @@
 """Training ChrRender (or plain Mask R-CNN) on BioImLab MCIs.
 
 AdamW, linear warm-up then cosine decay over `steps` iterations of `batch_size` images with
-random flips; a checkpoint every `checkpoint_every` steps and at the end, so `--resume`
+random flips (and, by default, transpositions and gamma: see `dataset.training_pair`); a checkpoint every `checkpoint_every` steps and at the end, so `--resume`
 continues an interrupted run. The final weights are fp16.
 """
 
@@ -34,6 +34,7 @@ class SegmentTrainConfig:
     warmup: int = 200
     seed: int = 0
     checkpoint_every: int = 50
+    augment: str = "dihedral"  # or "flips" (the models trained before the option existed)
     max_minutes: float | None = None  # stop (and save) after this wall time
     # Start from these weights instead of from scratch (fine-tuning our model on a lab's own data,
     # or continuing a run with a fresh schedule). Must match backbone and head type.
@@ -110,7 +111,7 @@ def train_segmenter(
     bar = tqdm(total=config.steps, initial=step, desc="train segment")
     while step < config.steps:
         picks = rng.choice(len(samples), size=config.batch_size, replace=False)
-        pairs = [training_pair(samples[i], rng) for i in picks]
+        pairs = [training_pair(samples[i], rng, config.augment) for i in picks]
         images = [image.to(device) for image, _ in pairs]
         targets = [{k: v.to(device) for k, v in target.items()} for _, target in pairs]
         losses = model(images, targets)
