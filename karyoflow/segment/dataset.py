@@ -82,14 +82,19 @@ AUGMENTATIONS = ("flips", "dihedral")
 
 
 def training_pair(
-    sample: SegmentationSample, rng: np.random.Generator | None = None, augment: str = "dihedral"
+    sample: SegmentationSample,
+    rng: np.random.Generator | None = None,
+    augment: str = "dihedral",
+    transpose: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image tensor and torchvision target; with `rng`, random augmentation.
 
     "flips": horizontal and vertical flips. "dihedral": flips plus a transposition (so all eight
     right-angle orientations, a metaphase has no preferred one; a transposed 768x576 MCI is
     576x768 and still needs no resize) and a random gamma in [0.7, 1.4] (Q-band contrast varies
-    from cell to cell more than the per-image brightness scaling removes).
+    from cell to cell more than the per-image brightness scaling removes). `transpose` fixes the
+    transposition instead of drawing it: the trainer draws one per batch, because a batch of a
+    768x576 and a 576x768 image is padded to 768x768 (a third more pixels to compute).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
@@ -100,7 +105,7 @@ def training_pair(
         if rng.random() < 0.5:
             image, masks = image[::-1], masks[:, ::-1]
         if augment == "dihedral":
-            if rng.random() < 0.5:
+            if (rng.random() < 0.5) if transpose is None else transpose:
                 image, masks = image.T, masks.transpose(0, 2, 1)
             gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
             table = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)

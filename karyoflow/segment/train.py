@@ -112,7 +112,8 @@ def train_segmenter(
     bar = tqdm(total=config.steps, initial=step, desc="train segment")
     while step < config.steps:
         picks = rng.choice(len(samples), size=config.batch_size, replace=False)
-        pairs = [training_pair(samples[i], rng, config.augment) for i in picks]
+        transpose = config.augment == "dihedral" and bool(rng.random() < 0.5)  # one orientation a batch
+        pairs = [training_pair(samples[i], rng, config.augment, transpose) for i in picks]
         images = [image.to(device) for image, _ in pairs]
         targets = [{k: v.to(device) for k, v in target.items()} for _, target in pairs]
         losses = model(images, targets)
