@@ -3,13 +3,39 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.main import app
+from db import session as db_session
+from db.admin import create_clinic
+from db.migrate import upgrade
 from karyoflow.data.bioimlab import read_ici_case
+from service.settings import get_settings
 
 client = TestClient(app)
+
+
+def _clear_cached_settings() -> None:
+    get_settings.cache_clear()
+    db_session.get_sessionmaker.cache_clear()
+    db_session.get_engine.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def api_key(tmp_path_factory: pytest.TempPathFactory):
+    """A clinic's key in a fresh, migrated SQLite database (the embedded mode's database)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('api-db') / 'karyoflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KARYO_DATABASE_URL", url)
+        _clear_cached_settings()
+        upgrade()
+        _clinic_id, key = create_clinic("API test clinic")
+        yield key
+        db_session.get_engine().dispose()
+    _clear_cached_settings()
 
 
 def _png(array) -> bytes:
@@ -18,10 +44,10 @@ def _png(array) -> bytes:
     return buffer.getvalue()
 
 
-def test_classify_a_cell_through_the_api(labelled_dir: Path) -> None:
+def test_classify_a_cell_through_the_api(labelled_dir: Path, api_key: str) -> None:
     records = read_ici_case(labelled_dir, "2")
     files = [("files", (r.path.name, r.path.read_bytes(), "image/bmp")) for r in records]
-    response = client.post("/v1/icis/classify", files=files)
+    response = client.post("/v1/icis/classify", files=files, headers={"X-API-Key": api_key})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["n"] == 46
@@ -31,14 +57,28 @@ def test_classify_a_cell_through_the_api(labelled_dir: Path) -> None:
     assert client.get("/health").json() == {"status": "ok", "classifier_loaded": True}
 
 
-def test_bad_uploads_get_4xx_with_a_reason() -> None:
-    not_image = client.post("/v1/icis/classify", files=[("files", ("a.bmp", b"hello", "image/bmp"))])
-    assert not_image.status_code == 422 and "not a readable image" in not_image.text
-    import numpy as np
+def test_ici_classification_needs_a_key(labelled_dir: Path, api_key: str) -> None:
+    record = read_ici_case(labelled_dir, "2")[0]
+    files = [("files", (record.path.name, record.path.read_bytes(), "image/bmp"))]
+    assert client.post("/v1/icis/classify", files=files).status_code == 401
+    wrong = client.post("/v1/icis/classify", files=files, headers={"X-API-Key": "kf_not-a-key"})
+    assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
 
-    black = client.post(
-        "/v1/icis/classify", files=[("files", ("b.png", _png(np.zeros((40, 20), np.uint8)), "image/png"))]
-    )
-    assert black.status_code == 422 and "no chromosome" in black.text
-    nothing = client.post("/v1/icis/classify")
+
+def test_bad_uploads_get_4xx_with_a_reason(api_key: str) -> None:
+    headers = {"X-API-Key": api_key}
+
+    def post(name: str, data: bytes, content_type: str = "image/png"):
+        return client.post("/v1/icis/classify", files=[("files", (name, data, content_type))], headers=headers)
+
+    not_image = post("a.bmp", b"hello", "image/bmp")
+    assert not_image.status_code == 422 and "a.bmp: not a readable" in not_image.text
+    black = post("b.png", _png(np.zeros((40, 20), np.uint8)))
+    assert black.status_code == 422 and "b.png: the image is empty" in black.text
+    tiny = post("c.png", _png(np.full((2, 30), 200, np.uint8)))
+    assert tiny.status_code == 422 and "too small for a chromosome image" in tiny.text
+    gif = io.BytesIO()
+    Image.fromarray(np.full((40, 20), 200, np.uint8)).save(gif, format="GIF")
+    assert post("d.gif", gif.getvalue(), "image/gif").status_code == 415
+    nothing = client.post("/v1/icis/classify", headers=headers)
     assert nothing.status_code == 422

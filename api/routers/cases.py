@@ -4,8 +4,6 @@ query a clinic's case history."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import json
 import logging
 from datetime import datetime
@@ -13,21 +11,19 @@ from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from api.auth import current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
+from api.uploads import check_image
 from db.models import CASE_STATUSES, Case, CaseImage
-from karyoflow.straighten import FOREGROUND_LEVEL
 from service.settings import Settings, get_settings
 from service.storage import ObjectStore, image_prefix
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")
-FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF": ("image/tiff", ".tif"),
-           "BMP": ("image/bmp", ".bmp")}  # fmt: skip
+MIN_MCI_SIDE = 64  # pixels; a metaphase is hundreds wide
 
 
 @lru_cache
@@ -50,40 +46,6 @@ def enqueue(image_id: str) -> None:
     segment_image.apply_async(args=(image_id,))
 
 
-class CheckedImage:
-    def __init__(self, filename: str, data: bytes, content_type: str, suffix: str, width: int, height: int) -> None:
-        self.filename, self.data, self.content_type, self.suffix = filename, data, content_type, suffix
-        self.width, self.height = width, height
-        self.sha256 = hashlib.sha256(data).hexdigest()
-
-
-async def check_upload(upload: UploadFile, settings: Settings) -> CheckedImage:
-    name = upload.filename or "upload"
-    data = await upload.read(settings.max_image_bytes + 1)
-    if len(data) > settings.max_image_bytes:
-        raise HTTPException(413, f"{name}: larger than {settings.max_image_bytes} bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind = image.format
-            width, height = image.size
-            if kind not in FORMATS:
-                raise HTTPException(415, f"{name}: {kind} images are not accepted (PNG, JPEG, TIFF or BMP)")
-            if width * height > settings.max_image_pixels:
-                limit = settings.max_image_pixels
-                raise HTTPException(413, f"{name}: {width}x{height} pixels is over the limit of {limit}")
-            image.load()  # decode fully now: a truncated or corrupt file is refused here, not in a worker
-            if image.convert("L").getextrema()[1] <= FOREGROUND_LEVEL:
-                raise HTTPException(422, f"{name}: the image is empty (no bright pixel, no chromosome)")
-    except Image.DecompressionBombError as error:  # PIL's own guard, far above ours
-        raise HTTPException(413, f"{name}: too many pixels ({error})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise HTTPException(422, f"{name}: not a readable PNG, JPEG, TIFF or BMP image ({error})") from error
-    if min(width, height) < 64:
-        raise HTTPException(422, f"{name}: {width}x{height} is too small for a metaphase image")
-    content_type, suffix = FORMATS[kind]
-    return CheckedImage(name, data, content_type, suffix, width, height)
-
-
 @router.post("", status_code=202, response_model=CaseCreated)
 async def create_case(
     files: list[UploadFile],
@@ -99,7 +61,16 @@ async def create_case(
         raise HTTPException(422, "no files")
     if len(files) > settings.max_images_per_case:
         raise HTTPException(422, f"at most {settings.max_images_per_case} images per case")
-    checked = [await check_upload(f, settings) for f in files]
+    checked = [
+        await check_image(
+            f,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            min_side=MIN_MCI_SIDE,
+            kind="a metaphase image",
+        )
+        for f in files
+    ]
     store = get_store()
     case = Case(clinic_id=clinic_id, reference=reference, status="received")
     db.add(case)

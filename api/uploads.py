@@ -1,0 +1,64 @@
+"""One check for every uploaded image (MCIs for cases, ICIs for the synchronous classifier):
+size, format, pixel count (decompression bombs), a full decode (a truncated file is refused
+here, not later in a worker) and a bright pixel somewhere. Each failure is an HTTP 4xx with the
+file's name and the reason; nothing is stored before every file of a request has passed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import HTTPException, UploadFile
+from PIL import Image, UnidentifiedImageError
+
+from karyoflow.straighten import FOREGROUND_LEVEL
+
+FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF": ("image/tiff", ".tif"),
+           "BMP": ("image/bmp", ".bmp")}  # fmt: skip
+
+
+@dataclass
+class CheckedImage:
+    filename: str
+    data: bytes
+    content_type: str
+    suffix: str
+    width: int
+    height: int
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+    def grey(self) -> np.ndarray:
+        with Image.open(io.BytesIO(self.data)) as image:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+async def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, min_side: int, kind: str) -> CheckedImage:
+    """`kind` names what the image should be ("a metaphase image") in the too-small message."""
+    name = upload.filename or "upload"
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{name}: larger than {max_bytes} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format
+            width, height = image.size
+            if image_format not in FORMATS:
+                raise HTTPException(415, f"{name}: {image_format} images are not accepted (PNG, JPEG, TIFF or BMP)")
+            if width * height > max_pixels:
+                raise HTTPException(413, f"{name}: {width}x{height} pixels is over the limit of {max_pixels}")
+            image.load()
+            if image.convert("L").getextrema()[1] <= FOREGROUND_LEVEL:
+                raise HTTPException(422, f"{name}: the image is empty (no bright pixel, no chromosome)")
+    except Image.DecompressionBombError as error:  # PIL's own guard, far above ours
+        raise HTTPException(413, f"{name}: too many pixels ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise HTTPException(422, f"{name}: not a readable PNG, JPEG, TIFF or BMP image ({error})") from error
+    if min(width, height) < min_side:
+        raise HTTPException(422, f"{name}: {width}x{height} is too small for {kind}")
+    content_type, suffix = FORMATS[image_format]
+    return CheckedImage(name, data, content_type, suffix, width, height)
