@@ -150,6 +150,30 @@ def test_cases_survive_a_redis_restart(stack: Stack, db: Session, store: ObjectS
         assert_one_result_set(db, store, case)
 
 
+def test_a_task_that_fails_for_good_marks_its_case_failed(
+    stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
+) -> None:
+    """An original that rots in storage after its upload fails segmentation for good (not a
+    transient error, so no retries): the case is failed with the stage and the reason, and the
+    sweeper leaves it alone. Redis is down during the upload so that no worker reads the
+    original before it is overwritten; the sweeper enqueues the case once Redis is back."""
+    key = stack.create_clinic("Clinic Rot")
+    stack.stop_redis()
+    try:
+        case_id = submit(stack, key, [labelled_dir / "mci" / "original_3.json"])
+        original = db.scalar(select(CaseImage).where(CaseImage.case_id == case_id))
+        store.put(original.object_key, b"these bytes are no longer a PNG", "image/png")
+    finally:
+        stack.start_redis()
+    wait_status(stack, key, case_id, "failed", timeout=180)
+    case = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
+    assert case["error"].startswith("segment_image: UnidentifiedImageError"), case["error"]
+    assert [image["status"] for image in case["images"]] == ["failed"]
+    time.sleep(5)  # a few sweeps later it is still failed, not re-enqueued
+    again = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
+    assert again["status"] == "failed" and again["error"] == case["error"]
+
+
 def test_client_commands(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
     from service.cli import main as karyo
 

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -92,7 +93,17 @@ def _record(case_id: str, image_id: str | None, stage: str, task: Task, started:
         )
 
 
-def _set_stage(image_id: str, stage: str) -> tuple[str, int, int] | None:
+@dataclass(frozen=True)
+class ImageRef:
+    """What a task needs to know of its image, read once in the stage transition."""
+
+    case_id: str
+    object_key: str  # the uploaded original
+    filename: str
+    prefix: str  # where the image's derived objects live
+
+
+def _set_stage(image_id: str, stage: str) -> ImageRef | None:
     """Move the image (and its case, unless it is further on) to `stage`; None when the case is
     already finished (a late duplicate delivery has nothing to do)."""
     with session_scope() as session:
@@ -108,21 +119,19 @@ def _set_stage(image_id: str, stage: str) -> tuple[str, int, int] | None:
             if case.status != stage:
                 case.stage_started_at = datetime.now(UTC)
             case.status = stage
-        return case.id, case.clinic_id, image.position
+        prefix = image_prefix(case.clinic_id, case.id, image.position)
+        return ImageRef(case.id, image.object_key, image.filename, prefix)
 
 
 @app.task(base=CaseTask, bind=True, name="workers.tasks.segment_image")
 def segment_image(self: Task, image_id: str) -> int:
     """Segment one MCI; store its ICIs (straightened) and masks; launch the classification chord."""
     started = time.time()
-    stage = _set_stage(image_id, "segmenting")
-    if stage is None:
+    ref = _set_stage(image_id, "segmenting")
+    if ref is None:
         return 0
-    case_id, clinic_id, position = stage
-    with session_scope() as session:
-        object_key = session.get(CaseImage, image_id).object_key
     store, karyotyper = get_store(), get_karyotyper()
-    with Image.open(io.BytesIO(store.get(object_key))) as picture:
+    with Image.open(io.BytesIO(store.get(ref.object_key))) as picture:
         grey = np.asarray(picture.convert("L"), dtype=np.uint8)
     detect_started = time.perf_counter()
     detections = karyotyper.detect(grey)
@@ -132,7 +141,7 @@ def segment_image(self: Task, image_id: str) -> int:
         "segment": round((straighten_started - detect_started) * 1000, 1),
         "straighten": round((time.perf_counter() - straighten_started) * 1000, 1),
     }
-    prefix = image_prefix(clinic_id, case_id, position)
+    prefix = ref.prefix
     for n, (ici, mask) in enumerate(zip(cell.straightened, cell.masks, strict=True), start=1):
         store.put(f"{prefix}/icis/{n}.png", _png(ici), "image/png")
         store.put(f"{prefix}/masks/{n}.png", _png(mask.astype(np.uint8) * 255), "image/png")
@@ -148,31 +157,30 @@ def segment_image(self: Task, image_id: str) -> int:
     }
     store.put(f"{prefix}/cell.json", json.dumps(summary).encode(), "application/json")
     _set_stage(image_id, "classifying")
-    _record(case_id, image_id, "segment", self, started)
+    _record(ref.case_id, image_id, "segment", self, started)
     count = len(cell.straightened)
     if count == 0:
         assemble_image.apply_async(args=([], image_id))
     else:
-        chord(classify_ici.s(image_id, n, cell.scale, cell.level) for n in range(1, count + 1))(
+        chord(classify_ici.s(image_id, n, cell.scale, cell.level, ref.case_id, prefix) for n in range(1, count + 1))(
             assemble_image.s(image_id)
         )
     return count
 
 
 @app.task(base=CaseTask, bind=True, name="workers.tasks.classify_ici")
-def classify_ici(self: Task, image_id: str, number: int, scale: float, level: float) -> dict:
+def classify_ici(self: Task, image_id: str, number: int, scale: float, level: float, case_id: str, prefix: str) -> dict:
     """ChrNet4 on one stored ICI with its cell's normalisation: {"p": 24 probabilities, "ms"}.
+    The segment task passes the case and the object prefix, so the 46 tasks of an MCI do not each
+    ask the database (`image_id` stays the first argument: `on_failure` looks for it there).
 
     One ICI per task keeps tasks small and retries cheap; a GPU worker keeps its device busy by
     running several of them concurrently (a prefork pool of 2-4 processes per GPU), each a batch
     of one. Batching across tasks would need a custom consumer; for a forward pass this small the
     queue, not the GPU, is the limit."""
     started = time.time()
-    with session_scope() as session:
-        image = session.get(CaseImage, image_id)
-        case_id, clinic_id, position = image.case_id, image.case.clinic_id, image.position
     karyotyper = get_karyotyper()
-    ici = _read_png(get_store().get(f"{image_prefix(clinic_id, case_id, position)}/icis/{number}.png"))
+    ici = _read_png(get_store().get(f"{prefix}/icis/{number}.png"))
     classify_started = time.perf_counter()
     canvas = karyotyper.canvas(ici, scale, level)[None]
     prediction = karyotyper.classifier.predict_canvases(canvas, np.zeros(1))[0]
@@ -189,12 +197,11 @@ def _modal(values: list[str]) -> str:
 def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     """Karyotype assignment, karyogram and report for one MCI; rows replaced, not appended."""
     started = time.time()
-    stage = _set_stage(image_id, "assembling")
-    if stage is None:
+    ref = _set_stage(image_id, "assembling")
+    if ref is None:
         return "skipped"
-    case_id, clinic_id, position = stage
+    case_id, prefix = ref.case_id, ref.prefix
     store, karyotyper = get_store(), get_karyotyper()
-    prefix = image_prefix(clinic_id, case_id, position)
     summary = json.loads(store.get(f"{prefix}/cell.json"))
     count = len(summary["detection_scores"])
     if len(classified) != count:
@@ -222,10 +229,8 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     ]
     # classification time: the sum over the ICI tasks (they may have run in parallel)
     timings = {**summary["timings_ms"], "classify": round(sum(c["ms"] for c in classified), 1)}
-    with session_scope() as session:
-        filename = session.get(CaseImage, image_id).filename
     assemble_started = time.perf_counter()
-    result = karyotyper.assemble(filename, cell, predictions, timings)
+    result = karyotyper.assemble(ref.filename, cell, predictions, timings)
     result.timings_ms["assemble"] = round((time.perf_counter() - assemble_started) * 1000, 1)
     report, png = render_outputs(result)
     validate_report(report)
