@@ -418,16 +418,16 @@ def _run_inputs(paths: list[Path]) -> list[Path]:
 
 
 def _load_image(path: Path):
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from karyoflow.data.bioimlab import read_mci
+    from karyoflow.pipeline import to_grey
 
     if path.suffix.lower() == ".json":
         return read_mci(path).image
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.uint8)
+            return to_grey(image)
     except (UnidentifiedImageError, OSError) as error:
         raise UsageError(f"{path}: cannot read the image ({error})") from error
 
