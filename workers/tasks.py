@@ -47,7 +47,7 @@ class CaseTask(Task):
     max_retries = get_settings().max_task_retries
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        # every task takes its image's id as its only string argument
+        # every task takes its image's id as its first string argument
         image_id = kwargs.get("image_id") or next((a for a in args if isinstance(a, str)), None)
         if image_id is None:
             return
