@@ -298,15 +298,18 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_eval_report(model, samples, device, refine_boxes: bool = True) -> dict:
-    from karyoflow.segment.evaluate import coco_ap, whole_correct_and_counts
+def _segment_eval_report(model, samples, device, refine_boxes: bool = True, bootstrap: int = 0) -> dict:
+    from karyoflow.segment.evaluate import bootstrap_ap, coco_ap_of, coco_images, whole_correct_and_counts
     from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
     from karyoflow.segment.predictor import segment_images
 
     started = time.time()
     predictions = segment_images(model, [s.image for s in samples], device, refine_boxes=refine_boxes)
     seconds = time.time() - started
-    report = coco_ap(samples, predictions)
+    images = coco_images(samples, predictions)
+    report = coco_ap_of(images)
+    if bootstrap:
+        report["bootstrap_95"] = {"rounds": bootstrap, **bootstrap_ap(images, bootstrap)}
     # WCR and count error of the chromosomes the pipeline keeps (score cut + containment
     # suppression); AP is computed on the raw detections, as COCO expects.
     chosen = [select_chromosomes(p) for p in predictions]
@@ -330,7 +333,9 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     device = pick_device(args.device)
     model, meta = load_segmenter(args.weights, device)
-    report = _segment_eval_report(model, samples, device, refine_boxes=not args.regressed_boxes)
+    report = _segment_eval_report(
+        model, samples, device, refine_boxes=not args.regressed_boxes, bootstrap=args.bootstrap
+    )
     report["images"] = [s.name for s in samples]
     report["model"] = {
         "architecture": meta["architecture"],
@@ -344,6 +349,14 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
         f"segm AP {segm['AP']} AP50 {segm['AP50']}  WCR {report['wcr']:.2%}  "
         f"count error {report['mean_abs_count_error']:.2f}"
     )
+    if args.bootstrap:
+        interval = report["bootstrap_95"]
+        print(
+            f"95% bootstrap intervals over the images ({args.bootstrap} rounds): "
+            + "  ".join(
+                f"{kind} {key} {lo}-{hi}" for kind in ("bbox", "segm") for key, (lo, hi) in interval[kind].items()
+            )
+        )
     print(f"wrote {args.json}")
     return 0
 
@@ -676,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--weights", type=Path, default=None)
     es.add_argument("--json", type=Path, required=True)
     es.add_argument("--regressed-boxes", action="store_true", help="score the box head's boxes alone")
+    es.add_argument(
+        "--bootstrap", type=int, default=0, metavar="N", help="also 95%% intervals of AP from N image resamples"
+    )
     es.add_argument("--device", default=None)
     es.set_defaults(func=cmd_eval_segment)
 

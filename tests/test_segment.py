@@ -12,7 +12,15 @@ from pycocotools.coco import COCO
 
 from karyoflow.data.bioimlab import read_mci
 from karyoflow.segment.dataset import SegmentationSample, polygon_mask, sample_from_mci, to_coco, training_pair
-from karyoflow.segment.evaluate import Detections, coco_ap, match_instances, whole_correct_and_counts
+from karyoflow.segment.evaluate import (
+    Detections,
+    bootstrap_ap,
+    coco_ap,
+    coco_ap_of,
+    coco_images,
+    match_instances,
+    whole_correct_and_counts,
+)
 from karyoflow.segment.model import build_model
 from karyoflow.segment.pointrend import (
     PointRendMaskHead,
@@ -59,6 +67,24 @@ def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
     missing_one = Detections(boxes[1:], perfect.scores[1:], masks[1:])
     assert coco_ap([sample], [missing_one])["bbox"]["AP50"] < 100.0
     assert whole_correct_and_counts([sample], [missing_one]) == {"wcr": 0.0, "mean_abs_count_error": 1.0}
+
+
+def test_bootstrap_intervals_bracket_the_figure_and_vanish_when_images_agree(data_dir: Path) -> None:
+    samples = [sample_from_mci(read_mci(data_dir / "mci" / f"original_{n}.json")) for n in (2, 3)]
+    perfect, partial = [], []
+    for sample in samples:
+        masks = sample.masks.astype(bool)
+        boxes = np.array([mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks])
+        boxes[:, 2:] += boxes[:, :2]
+        perfect.append(Detections(boxes, np.linspace(1, 0.6, len(masks)), masks))
+    # the second image loses half its chromosomes: resamples of the pair now disagree
+    partial = [perfect[0], Detections(perfect[1].boxes[::2], perfect[1].scores[::2], perfect[1].masks[::2])]
+    same = bootstrap_ap(coco_images(samples, perfect), rounds=8)
+    assert same["bbox"]["AP"] == [100.0, 100.0] and same["segm"]["AP50"] == [100.0, 100.0]
+    images = coco_images(samples, partial)
+    whole = coco_ap_of(images)["bbox"]["AP"]
+    low, high = bootstrap_ap(images, rounds=30, seed=1)["bbox"]["AP"]
+    assert low < whole < high == 100.0
 
 
 def test_match_instances_is_one_to_one() -> None:
