@@ -655,9 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--checkpoint-every", type=int, default=50)
     ts.add_argument(
         "--augment",
-        choices=["dihedral", "flips"],
-        default="dihedral",
-        help="dihedral: flips, transposition and gamma (default); flips: flips only",
+        choices=["flips", "dihedral"],
+        default="flips",
+        help="flips: horizontal and vertical (default, the committed model's); dihedral: also transposition and gamma",
     )
     ts.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
     ts.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/chrrender.pt)")

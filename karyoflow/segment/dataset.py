@@ -84,7 +84,7 @@ AUGMENTATIONS = ("flips", "dihedral")
 def training_pair(
     sample: SegmentationSample,
     rng: np.random.Generator | None = None,
-    augment: str = "dihedral",
+    augment: str = "flips",
     transpose: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image tensor and torchvision target; with `rng`, random augmentation.

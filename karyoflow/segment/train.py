@@ -35,7 +35,7 @@ class SegmentTrainConfig:
     warmup: int = 200
     seed: int = 0
     checkpoint_every: int = 50
-    augment: str = "dihedral"  # or "flips" (the models trained before the option existed)
+    augment: str = "flips"  # or "dihedral" (see dataset.training_pair; measured in docs/segmentation.md)
     max_minutes: float | None = None  # stop (and save) after this wall time
     # Start from these weights instead of from scratch (fine-tuning our model on a lab's own data,
     # or continuing a run with a fresh schedule). Must match backbone and head type.
