@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
+from karyoflow.pipeline import grey_from_bytes
 from karyoflow.straighten import FOREGROUND_LEVEL
 
 FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF": ("image/tiff", ".tif"),
@@ -33,8 +34,7 @@ class CheckedImage:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
 
     def grey(self) -> np.ndarray:
-        with Image.open(io.BytesIO(self.data)) as image:
-            return np.asarray(image.convert("L"), dtype=np.uint8)
+        return grey_from_bytes(self.data)
 
 
 async def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, min_side: int, kind: str) -> CheckedImage:

@@ -8,6 +8,7 @@ CLI, the workers and a notebook all call `Karyotyper.analyse`.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,12 @@ def cut_out(image: np.ndarray, mask: np.ndarray, pad: int = ICI_PAD) -> tuple[np
     crop = np.where(mask[y0:y1, x0:x1], image[y0:y1, x0:x1], 0).astype(np.uint8)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return crop, box
+
+
+def grey_from_bytes(data: bytes) -> np.ndarray:
+    """An encoded image (PNG, JPEG, TIFF, BMP) as a grey uint8 array."""
+    with Image.open(io.BytesIO(data)) as image:
+        return to_grey(image)
 
 
 def to_grey(image: np.ndarray | Image.Image) -> np.ndarray:

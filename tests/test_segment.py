@@ -7,11 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from karyoflow.data.bioimlab import read_mci
-from karyoflow.segment.dataset import SegmentationSample, polygon_mask, sample_from_mci, to_coco, training_pair
+from karyoflow.segment.dataset import (
+    SegmentationSample,
+    boxes_from_masks,
+    polygon_mask,
+    sample_from_mci,
+    to_coco,
+    training_pair,
+)
 from karyoflow.segment.evaluate import (
     Detections,
     bootstrap_ap,
@@ -55,12 +61,16 @@ def test_polygon_mask_coco_round_trip_on_real_files(data_dir: Path, tmp_path: Pa
     assert abs(masks[0].sum() - shoelace) / shoelace < 0.25
 
 
+def _perfect_detections(sample: SegmentationSample) -> Detections:
+    """The ground truth itself as detections, with falling scores."""
+    masks = sample.masks.astype(bool)
+    return Detections(boxes=boxes_from_masks(masks), scores=np.linspace(1, 0.6, len(masks)), masks=masks)
+
+
 def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
     sample = sample_from_mci(read_mci(data_dir / "mci" / "original_2.json"))
-    masks = sample.masks.astype(bool)
-    boxes = np.array([mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks])
-    boxes[:, 2:] += boxes[:, :2]
-    perfect = Detections(boxes=boxes, scores=np.linspace(1, 0.6, len(masks)), masks=masks)
+    perfect = _perfect_detections(sample)
+    boxes, masks = perfect.boxes, perfect.masks
     report = coco_ap([sample], [perfect])
     assert report["bbox"]["AP50"] == 100.0 and report["segm"]["AP"] == 100.0
     assert whole_correct_and_counts([sample], [perfect]) == {"wcr": 1.0, "mean_abs_count_error": 0.0}
@@ -71,12 +81,7 @@ def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
 
 def test_bootstrap_intervals_bracket_the_figure_and_vanish_when_images_agree(data_dir: Path) -> None:
     samples = [sample_from_mci(read_mci(data_dir / "mci" / f"original_{n}.json")) for n in (2, 3)]
-    perfect, partial = [], []
-    for sample in samples:
-        masks = sample.masks.astype(bool)
-        boxes = np.array([mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks])
-        boxes[:, 2:] += boxes[:, :2]
-        perfect.append(Detections(boxes, np.linspace(1, 0.6, len(masks)), masks))
+    perfect = [_perfect_detections(sample) for sample in samples]
     # the second image loses half its chromosomes: resamples of the pair now disagree
     partial = [perfect[0], Detections(perfect[1].boxes[::2], perfect[1].scores[::2], perfect[1].masks[::2])]
     same = bootstrap_ap(coco_images(samples, perfect), rounds=8)

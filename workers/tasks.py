@@ -25,7 +25,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
 from db.session import session_scope
 from karyoflow.classify.predictor import prediction_from_probabilities
-from karyoflow.pipeline import SegmentedCell
+from karyoflow.pipeline import SegmentedCell, grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
 from service.settings import get_settings
 from service.storage import image_prefix
@@ -66,11 +66,6 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _read_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
 def _record(case_id: str, image_id: str | None, stage: str, task: Task, started: float, error: str | None = None):
@@ -131,8 +126,7 @@ def segment_image(self: Task, image_id: str) -> int:
     if ref is None:
         return 0
     store, karyotyper = get_store(), get_karyotyper()
-    with Image.open(io.BytesIO(store.get(ref.object_key))) as picture:
-        grey = np.asarray(picture.convert("L"), dtype=np.uint8)
+    grey = grey_from_bytes(store.get(ref.object_key))
     detect_started = time.perf_counter()
     detections = karyotyper.detect(grey)
     straighten_started = time.perf_counter()
@@ -180,7 +174,7 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
     queue, not the GPU, is the limit."""
     started = time.time()
     karyotyper = get_karyotyper()
-    ici = _read_png(get_store().get(f"{prefix}/icis/{number}.png"))
+    ici = grey_from_bytes(get_store().get(f"{prefix}/icis/{number}.png"))
     classify_started = time.perf_counter()
     canvas = karyotyper.canvas(ici, scale, level)[None]
     prediction = karyotyper.classifier.predict_canvases(canvas, np.zeros(1))[0]
@@ -210,8 +204,8 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     masks = np.zeros((count, height, width), bool)
     straightened = []
     for n in range(1, count + 1):
-        masks[n - 1] = _read_png(store.get(f"{prefix}/masks/{n}.png")) > 127
-        straightened.append(_read_png(store.get(f"{prefix}/icis/{n}.png")))
+        masks[n - 1] = grey_from_bytes(store.get(f"{prefix}/masks/{n}.png")) > 127
+        straightened.append(grey_from_bytes(store.get(f"{prefix}/icis/{n}.png")))
     cell = SegmentedCell(
         width=width,
         height=height,

@@ -79,6 +79,7 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
 
 
 AUGMENTATIONS = ("flips", "dihedral")
+COCO_CATEGORIES = [{"id": 1, "name": "chromosome", "supercategory": "chromosome"}]
 
 
 def training_pair(
@@ -153,5 +154,5 @@ def to_coco(samples: list[SegmentationSample]) -> dict:
         },
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "chromosome", "supercategory": "chromosome"}],
+        "categories": COCO_CATEGORIES,
     }

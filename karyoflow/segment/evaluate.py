@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from karyoflow.segment.dataset import SegmentationSample, encode_rle, to_coco
+from karyoflow.segment.dataset import COCO_CATEGORIES, SegmentationSample, encode_rle, to_coco
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -62,7 +62,7 @@ def coco_ap_of(images: list[CocoImage]) -> dict[str, dict[str, float | None]]:
         "annotations": [
             {**annotation, "image_id": i} for i, image in enumerate(images, start=1) for annotation in image.truth
         ],
-        "categories": [{"id": 1, "name": "chromosome", "supercategory": "chromosome"}],
+        "categories": COCO_CATEGORIES,
     }
     for number, annotation in enumerate(dataset["annotations"], start=1):
         annotation["id"] = number

@@ -1,8 +1,8 @@
 """Training ChrRender (or plain Mask R-CNN) on BioImLab MCIs.
 
 AdamW, linear warm-up then cosine decay over `steps` iterations of `batch_size` images with
-random flips (and by default transpositions and gamma: see `dataset.training_pair`); a
-checkpoint every `checkpoint_every` steps and at the end, so `--resume` continues an
+random flips (`augment="dihedral"` adds transpositions and gamma: see
+`dataset.training_pair`); a checkpoint every `checkpoint_every` steps and at the end, so `--resume` continues an
 interrupted run. The final weights are fp16.
 """
 
