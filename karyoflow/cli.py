@@ -298,24 +298,36 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_eval_report(model, samples, device, refine_boxes: bool = True, bootstrap: int = 0) -> dict:
+def _segment_eval_report(
+    model, samples, device, refine_boxes: bool = True, bootstrap: int = 0, tta: bool = False
+) -> dict:
     from karyoflow.segment.evaluate import bootstrap_ap, coco_ap_of, coco_images, whole_correct_and_counts
     from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
     from karyoflow.segment.predictor import segment_images
 
     started = time.time()
-    predictions = segment_images(model, [s.image for s in samples], device, refine_boxes=refine_boxes)
+    predictions = segment_images(model, [s.image for s in samples], device, refine_boxes=refine_boxes, flip_tta=tta)
     seconds = time.time() - started
     images = coco_images(samples, predictions)
     report = coco_ap_of(images)
+    single_pass = None
+    if tta:
+        # the same weights without the mirrored pass, on the same images: what TTA adds
+        single_pass = coco_images(
+            samples, segment_images(model, [s.image for s in samples], device, refine_boxes=refine_boxes)
+        )
+        report["single_pass"] = coco_ap_of(single_pass)
     if bootstrap:
         report["bootstrap_95"] = {"rounds": bootstrap, **bootstrap_ap(images, bootstrap)}
+        if single_pass is not None:
+            report["bootstrap_95"]["tta_gain"] = bootstrap_ap(images, bootstrap, baseline=single_pass)
     # WCR and count error of the chromosomes the pipeline keeps (score cut + containment
     # suppression); AP is computed on the raw detections, as COCO expects.
     chosen = [select_chromosomes(p) for p in predictions]
     report.update(whole_correct_and_counts(samples, chosen, score_threshold=0.0))
     report["postprocess"] = {"score_threshold": DEFAULT_SCORE_THRESHOLD, "max_containment": DEFAULT_MAX_CONTAINMENT}
     report["box_source"] = "mean of regressed and mask box" if refine_boxes else "regressed"
+    report["test_time_augmentation"] = "left-right flip, fused" if tta else None
     report["n_images"] = len(samples)
     report["seconds_per_image"] = round(seconds / max(len(samples), 1), 3)
     return report
@@ -334,7 +346,7 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, meta = load_segmenter(args.weights, device)
     report = _segment_eval_report(
-        model, samples, device, refine_boxes=not args.regressed_boxes, bootstrap=args.bootstrap
+        model, samples, device, refine_boxes=not args.regressed_boxes, bootstrap=args.bootstrap, tta=args.tta
     )
     report["images"] = [s.name for s in samples]
     report["model"] = {
@@ -349,14 +361,24 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
         f"segm AP {segm['AP']} AP50 {segm['AP50']}  WCR {report['wcr']:.2%}  "
         f"count error {report['mean_abs_count_error']:.2f}"
     )
+    if "single_pass" in report:
+        plain = report["single_pass"]
+        print(
+            f"  without the mirrored pass: bbox AP {plain['bbox']['AP']} AP50 {plain['bbox']['AP50']}  "
+            f"segm AP {plain['segm']['AP']} AP50 {plain['segm']['AP50']}"
+        )
     if args.bootstrap:
         interval = report["bootstrap_95"]
-        print(
-            f"95% bootstrap intervals over the images ({args.bootstrap} rounds): "
-            + "  ".join(
-                f"{kind} {key} {lo}-{hi}" for kind in ("bbox", "segm") for key, (lo, hi) in interval[kind].items()
-            )
-        )
+        for title, figures in (("", interval), (" of the TTA gain (paired)", interval.get("tta_gain"))):
+            if figures:
+                print(
+                    f"95% bootstrap intervals{title} over the images ({args.bootstrap} rounds): "
+                    + "  ".join(
+                        f"{kind} {key} {lo}-{hi}"
+                        for kind in ("bbox", "segm")
+                        for key, (lo, hi) in figures[kind].items()
+                    )
+                )
     print(f"wrote {args.json}")
     return 0
 
@@ -374,11 +396,11 @@ def cmd_bench_segment(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, meta = load_segmenter(args.weights, device)
     image = read_mci(list_mcis(data_dir)[0]).image
-    segment_images(model, [image], device)  # warm-up
+    segment_images(model, [image], device, flip_tta=args.tta)  # warm-up
     times = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        segment_images(model, [image], device)
+        segment_images(model, [image], device, flip_tta=args.tta)
         times.append(time.perf_counter() - started)
     print(
         json.dumps(
@@ -388,6 +410,7 @@ def cmd_bench_segment(args: argparse.Namespace) -> int:
                 "backbone": meta["backbone"],
                 "image": f"{image.shape[1]}x{image.shape[0]}",
                 "seconds_per_mci": round(float(np.median(times)), 3),
+                "flip_tta": args.tta,
             }
         )
     )
@@ -405,6 +428,7 @@ def _karyotyper(args: argparse.Namespace):
         classifier_weights=args.classify_weights,
         device=args.device,
         assignment=not getattr(args, "argmax", False),
+        segment_tta=getattr(args, "segment_tta", False),
         **kwargs,
     )
 
@@ -589,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--classify-weights", type=Path, default=None, help="default: models/chrnet4.pt")
         p.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
         p.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
+        p.add_argument(
+            "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
+        )
         p.add_argument("--device", default=None)
 
     data = commands.add_parser("data", help="data preparation").add_subparsers(dest="what", required=True)
@@ -689,6 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--weights", type=Path, default=None)
     es.add_argument("--json", type=Path, required=True)
     es.add_argument("--regressed-boxes", action="store_true", help="score the box head's boxes alone")
+    es.add_argument("--tta", action="store_true", help="also segment the mirrored image and fuse (2x the time)")
     es.add_argument(
         "--bootstrap", type=int, default=0, metavar="N", help="also 95%% intervals of AP from N image resamples"
     )
@@ -717,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(bs)
     bs.add_argument("--weights", type=Path, default=None)
     bs.add_argument("--repeats", type=int, default=5)
+    bs.add_argument("--tta", action="store_true", help="with the left-right flip pass (2x the time)")
     bs.add_argument("--device", default=None)
     bs.set_defaults(func=cmd_bench_segment)
 

@@ -141,6 +141,7 @@ class Karyotyper:
         candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
         gain_penalty: float = DEFAULT_GAIN_PENALTY,
         loss_penalty: float = DEFAULT_LOSS_PENALTY,
+        segment_tta: bool = False,
     ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -152,6 +153,7 @@ class Karyotyper:
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
         self.classifier = ChromosomeClassifier(classifier_path, device=device)
         self.score_threshold = score_threshold
+        self.segment_tta = segment_tta  # a second, mirrored segmentation pass: for GPUs
         self.max_containment = max_containment
         self.assignment = assignment
         # with the assignment, weaker detections are candidates it may keep or reject
@@ -162,13 +164,14 @@ class Karyotyper:
             "classifier": _model_info(classifier_path, self.classifier.meta),
             "score_threshold": score_threshold,
             "max_containment": max_containment,
+            "segment_tta": segment_tta,
             "candidate_threshold": self.candidate_threshold,
             "assignment": "capacity" if assignment else "argmax",
         }
 
     def detect(self, image: np.ndarray) -> Detections:
         """Stage 1: the chromosome candidates of a grey MCI."""
-        detections = segment_images(self.segmenter, [image], self.device)[0]
+        detections = segment_images(self.segmenter, [image], self.device, flip_tta=self.segment_tta)[0]
         return select_chromosomes(detections, self.candidate_threshold, self.max_containment)
 
     def cut_and_straighten(self, image: np.ndarray, detections: Detections) -> SegmentedCell:

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     classifier_weights: Path | None = None  # default: models/chrnet4.pt
     segmenter_weights: Path | None = None  # default: models/chrrender.pt
     device: str | None = None  # cpu or cuda; default: cuda when present
+    # a second, mirrored segmentation pass fused with the first (docs/segmentation.md): +1 box
+    # AP for twice the segmentation time, so on for GPU workers, off by default for CPUs
+    segment_tta: bool = False
 
     # single-ICI endpoint
     max_upload_bytes: int = 4 * 1024 * 1024

@@ -79,6 +79,18 @@ def test_real_mci_report_follows_the_schema(karyotyper: Karyotyper, labelled_dir
         validate_report(broken)
 
 
+def test_segment_tta_finds_the_same_chromosomes(karyotyper: Karyotyper, labelled_dir: Path) -> None:
+    from karyoflow.segment.evaluate import mask_iou_matrix, match_instances
+
+    mci = read_mci(labelled_dir / "mci" / "original_107a.json")
+    mirrored = Karyotyper(device="cpu", segment_tta=True)
+    assert mirrored.models["segment_tta"] is True and karyotyper.models["segment_tta"] is False
+    single, fused = karyotyper.detect(mci.image), mirrored.detect(mci.image)
+    assert abs(len(fused.scores) - len(single.scores)) <= 3
+    pairs = match_instances(mask_iou_matrix(single.masks, fused.masks), 0.5)
+    assert len(pairs) >= 0.9 * len(single.scores)
+
+
 def test_a_pasted_second_copy_of_21_is_a_gain(karyotyper: Karyotyper, labelled_dir: Path) -> None:
     """Cell 2 (never trained on): its 46 ICIs on a clean synthetic metaphase, then the same cell
     with one chromosome 21 pasted in a second time."""

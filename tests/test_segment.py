@@ -35,6 +35,7 @@ from karyoflow.segment.pointrend import (
     point_sample,
     uncertain_points_with_randomness,
 )
+from karyoflow.segment.predictor import RawDetections, fuse_passes
 
 
 def test_polygon_mask_coco_round_trip_on_real_files(data_dir: Path, tmp_path: Path) -> None:
@@ -90,6 +91,13 @@ def test_bootstrap_intervals_bracket_the_figure_and_vanish_when_images_agree(dat
     whole = coco_ap_of(images)["bbox"]["AP"]
     low, high = bootstrap_ap(images, rounds=30, seed=1)["bbox"]["AP"]
     assert low < whole < high == 100.0
+    # paired against the perfect predictions: the loss is never positive, and zero only on
+    # draws of the first image alone; against themselves the difference vanishes
+    loss_low, loss_high = bootstrap_ap(images, rounds=30, seed=1, baseline=coco_images(samples, perfect))["bbox"]["AP"]
+    assert loss_low < 0.0 and loss_high <= 0.0
+    assert bootstrap_ap(images, rounds=8, baseline=images)["segm"]["AP"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same images"):
+        bootstrap_ap(images, rounds=2, baseline=images[:1])
 
 
 def test_match_instances_is_one_to_one() -> None:
@@ -242,6 +250,45 @@ def test_short_overfit_run_finds_the_chromosomes_of_two_images(data_dir: Path) -
     predictions = segment_images(model, [s.image for s in samples])
     report = coco_ap(samples, predictions)
     assert report["bbox"]["AP50"] > 60.0, report
+    # the mirrored pass of a model trained with flips finds them too, and fusing keeps them
+    fused = coco_ap(samples, segment_images(model, [s.image for s in samples], flip_tta=True))
+    assert fused["bbox"]["AP50"] > 60.0, fused
+
+
+def _raw(boxes: list[list[float]], scores: list[float], width: int = 40) -> RawDetections:
+    probabilities = np.zeros((len(boxes), 30, width), np.float32)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        probabilities[k, int(y0) : int(y1), int(x0) : int(x1)] = 0.9
+    return RawDetections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), probabilities)
+
+
+def test_mirroring_detections_twice_gives_them_back_and_moves_box_with_mask() -> None:
+    raw = _raw([[2, 3, 10, 20], [25, 0, 40, 5]], [0.9, 0.8])
+    mirrored = raw.flipped(40)
+    assert mirrored.boxes.tolist() == [[30, 3, 38, 20], [0, 0, 15, 5]]
+    # the box of the mirrored mask is the mirrored box
+    assert boxes_from_masks(mirrored.probabilities > 0.5).tolist() == mirrored.boxes.tolist()
+    back = mirrored.flipped(40)
+    assert np.array_equal(back.boxes, raw.boxes) and np.array_equal(back.probabilities, raw.probabilities)
+
+
+def test_fusing_two_passes_averages_pairs_and_halves_lone_detections() -> None:
+    first = _raw([[2, 2, 10, 20], [20, 5, 30, 25]], [0.9, 0.6])
+    # the second pass sees the first chromosome slightly shifted, misses the other one and
+    # finds one of its own
+    second = _raw([[4, 2, 12, 20], [32, 1, 38, 9]], [0.7, 0.8])
+    fused = fuse_passes(first, second)
+    assert np.allclose(fused.scores, [0.8, 0.4, 0.3])  # best first: pair, lone 0.8, lone 0.6
+    assert fused.boxes.tolist() == [[3, 2, 11, 20], [32, 1, 38, 9], [20, 5, 30, 25]]
+    pair = fused.probabilities[0]
+    assert pair[10, 5] == pytest.approx(0.9) and pair[10, 3] == pytest.approx(0.45)
+    assert fuse_passes(first, second, keep=2).scores.shape == (2,)
+    # crossing masks whose boxes overlap but masks barely do are not paired
+    cross = _raw([[2, 2, 10, 20]], [0.9])
+    other = _raw([[2, 2, 10, 20]], [0.9])
+    other.probabilities[0] = 0
+    other.probabilities[0, 10:12, 0:40] = 0.9
+    assert len(fuse_passes(cross, other).scores) == 2
 
 
 def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
@@ -276,3 +323,25 @@ def test_select_chromosomes_drops_fragments_inside_a_better_detection() -> None:
     assert chosen.masks.shape == (2, 60, 60)
     assert len(select_chromosomes(detections, score_threshold=0.1, max_containment=0.6).scores) == 3
     assert len(select_chromosomes(detections, score_threshold=0.5, max_containment=1.01).scores) == 3
+
+
+def test_eval_segment_with_tta_reports_the_single_pass_and_the_paired_gain(labelled_dir: Path, tmp_path: Path) -> None:
+    from karyoflow.cli import main
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [], "val": ["2"]}))
+    plain_json, tta_json = tmp_path / "plain.json", tmp_path / "tta.json"
+    common = ["eval", "segment", "--data", str(labelled_dir), "--split", str(split)]
+    assert main([*common, "--json", str(plain_json)]) == 0
+    assert main([*common, "--tta", "--bootstrap", "3", "--json", str(tta_json)]) == 0
+    plain, tta = json.loads(plain_json.read_text()), json.loads(tta_json.read_text())
+    assert plain["images"] == tta["images"] == ["original_2"]
+    assert plain["test_time_augmentation"] is None and tta["test_time_augmentation"]
+    # the single pass inside the TTA run is the plain run, figure for figure
+    assert tta["single_pass"] == {"bbox": plain["bbox"], "segm": plain["segm"]}
+    assert plain["bbox"]["AP50"] > 90.0 and tta["bbox"]["AP50"] > 90.0
+    gain = tta["bootstrap_95"]["tta_gain"]
+    # one image: every draw is that image, so the paired gain is exactly the difference
+    for kind in ("bbox", "segm"):
+        difference = round(tta[kind]["AP"] - plain[kind]["AP"], 2)
+        assert gain[kind]["AP"] == pytest.approx([difference, difference], abs=0.011)

@@ -13,7 +13,12 @@ from service.storage import ObjectStore
 @lru_cache
 def get_karyotyper() -> Karyotyper:
     settings = get_settings()
-    return Karyotyper(settings.segmenter_weights, settings.classifier_weights, device=settings.device)
+    return Karyotyper(
+        settings.segmenter_weights,
+        settings.classifier_weights,
+        device=settings.device,
+        segment_tta=settings.segment_tta,
+    )
 
 
 def register_models(karyotyper: Karyotyper) -> None:
