@@ -32,9 +32,12 @@ lint: $(VENV)/.installed
 eval: $(VENV)/.installed
 	$(VENV)/bin/karyo eval classify --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --json out/eval-classify.json
 	$(VENV)/bin/karyo eval segment --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --json out/eval-segment.json
+	$(VENV)/bin/karyo eval segment --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --tta --bootstrap 200 --json out/eval-segment-tta.json
 	$(VENV)/bin/karyo eval karyotype --data $(KARYO_LABELLED_DATA) --json out/eval-karyotype-labelled.json
+	$(VENV)/bin/karyo eval karyotype --data $(KARYO_LABELLED_DATA) --segment-tta --json out/eval-karyotype-labelled-tta.json
 	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 2 --seed 1 --out out/synth-val
 	$(VENV)/bin/karyo eval karyotype --data out/synth-val --json out/eval-karyotype-synth.json
+	$(VENV)/bin/karyo eval karyotype --data out/synth-val --segment-tta --json out/eval-karyotype-synth-tta.json
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/karyo bench classify --data $(KARYO_DATA)

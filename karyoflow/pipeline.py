@@ -153,7 +153,7 @@ class Karyotyper:
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
         self.classifier = ChromosomeClassifier(classifier_path, device=device)
         self.score_threshold = score_threshold
-        self.segment_tta = segment_tta  # a second, mirrored segmentation pass: for GPUs
+        self.segment_tta = segment_tta  # a second, mirrored segmentation pass (opt-in)
         self.max_containment = max_containment
         self.assignment = assignment
         # with the assignment, weaker detections are candidates it may keep or reject
