@@ -36,10 +36,10 @@ from karyoflow.straighten import straighten
 from karyoflow.weights_io import sha256_of
 
 LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
-ICI_PAD = 2
+ICI_PAD = 2  # pixels of margin kept around a mask when cutting the ICI out
 # Detections from this score up are candidates for the karyotype assignment, which keeps a weak
 # one only where the karyotype has room for it (karyoflow.karyotype); see docs/pipeline.md.
-DEFAULT_CANDIDATE_THRESHOLD = 0.3  # pixels of margin kept around a mask when cutting the ICI out
+DEFAULT_CANDIDATE_THRESHOLD = 0.3
 
 
 @dataclass
