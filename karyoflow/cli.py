@@ -266,6 +266,23 @@ def cmd_data_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_validation_cells(folders: list[Path], val_cases: set[str]) -> None:
+    """Extra training MCIs (e.g. `karyo data synth` output) must not come from validation cells:
+    a synthetic MCI of a validation cell shows its chromosomes to the model."""
+    from karyoflow.data.bioimlab import MCI_NAME, list_mcis
+
+    for folder in folders:
+        paths = list_mcis(folder)
+        if not paths:
+            raise UsageError(f"--extra-data {folder}: no MCIs in {folder / 'mci'}")
+        cases = {match["case"] for path in paths if (match := MCI_NAME.match(path.name))}
+        if leaked := sorted(cases & val_cases, key=int):
+            raise UsageError(
+                f"--extra-data {folder} holds MCIs of validation cells {', '.join(leaked)}: "
+                "training on them would leak into validation (synthesize from --subset train)"
+            )
+
+
 def cmd_train_segment(args: argparse.Namespace) -> int:
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.data.split import read_split
@@ -276,6 +293,8 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
     train_cases = [str(c) for c in read_split(args.split, "train")]
     if args.limit_cells:
         train_cases = train_cases[: args.limit_cells]
+    extra_data = [resolve_data_dir(folder) for folder in args.extra_data]
+    _refuse_validation_cells(extra_data, set(read_split(args.split, "val")))
     config = SegmentTrainConfig(
         backbone=args.backbone,
         pointrend=not args.plain_mask_rcnn,
@@ -289,6 +308,7 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         init_weights=str(args.init) if args.init else None,
         train_cases=train_cases,
+        extra_data=[str(folder) for folder in extra_data],
     )
     if args.threads:
         import torch
@@ -688,6 +708,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
     ts.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/chrrender.pt)")
+    ts.add_argument(
+        "--extra-data",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="more training MCIs, every one in these folders (e.g. karyo data synth --subset train)",
+    )
     ts.add_argument("--limit-cells", type=int, default=None)
     ts.add_argument("--threads", type=int, default=None)
     ts.add_argument("--device", default=None)

@@ -345,3 +345,32 @@ def test_eval_segment_with_tta_reports_the_single_pass_and_the_paired_gain(label
     for kind in ("bbox", "segm"):
         difference = round(tta[kind]["AP"] - plain[kind]["AP"], 2)
         assert gain[kind]["AP"] == pytest.approx([difference, difference], abs=0.011)
+
+
+def test_train_segment_checkpoints_resumes_and_refuses_extra_data_of_validation_cells(
+    labelled_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from karyoflow.cli import main
+    from karyoflow.segment.predictor import load_segmenter
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["2"], "val": ["1"]}))
+    for case in ("1", "2"):
+        assert main(["data", "synth", "--data", str(labelled_dir), "--cases", case, "--out", str(tmp_path / case)]) == 0
+    out = tmp_path / "seg.pt"
+    common = ["train", "segment", "--data", str(labelled_dir), "--split", str(split), "--out", str(out)]
+    common += ["--batch-size", "1", "--warmup", "1", "--checkpoint-every", "1", "--threads", "2"]
+    capsys.readouterr()
+    # a synthetic MCI of validation cell 1 would show the model a validation cell: refused
+    assert main([*common, "--steps", "1", "--extra-data", str(tmp_path / "1")]) == 2
+    assert "validation cells 1" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".ckpt").exists()
+    assert main([*common, "--steps", "1", "--extra-data", str(tmp_path / "2")]) == 0
+    assert "training on 2 MCIs from 1 cells (1 from --extra-data)" in capsys.readouterr().out
+    assert main([*common, "--steps", "2", "--extra-data", str(tmp_path / "2"), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    model, meta = load_segmenter(out)
+    assert meta["steps_done"] == 2 and meta["train_config"]["extra_data"] == [str(tmp_path / "2")]
+    assert len(meta["history"]) >= 2 and {
+        p.dtype for p in torch.load(out, weights_only=True)["state_dict"].values()
+    } == {torch.float16}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from karyoflow.data.bioimlab import DataError
 from karyoflow.segment.dataset import load_samples, training_pair
 from karyoflow.segment.model import build_model
 from karyoflow.segment.predictor import WEIGHTS_FORMAT, save_segmenter
@@ -41,6 +42,9 @@ class SegmentTrainConfig:
     # or continuing a run with a fresh schedule). Must match backbone and head type.
     init_weights: str | None = None
     train_cases: list[str] = field(default_factory=list)
+    # folders whose every MCI is trained on too: semi-synthetic MCIs of the training cells, with
+    # more touching and overlapping pairs than the real ones (docs/segmentation.md)
+    extra_data: list[str] = field(default_factory=list)
 
 
 def train_segmenter(
@@ -51,8 +55,13 @@ def train_segmenter(
         torch.set_flush_denormal(True)
     samples = load_samples(data_dir, config.train_cases or None)
     if not samples:
-        raise ValueError("no training MCIs for the given cells")
-    log(f"training on {len(samples)} MCIs from {len({s.case for s in samples})} cells")
+        raise DataError("no training MCIs for the given cells")
+    extra = [sample for folder in config.extra_data for sample in load_samples(Path(folder))]
+    log(
+        f"training on {len(samples) + len(extra)} MCIs from {len({s.case for s in samples + extra})} cells"
+        + (f" ({len(extra)} from --extra-data)" if config.extra_data else "")
+    )
+    samples += extra
     model = build_model(config.backbone, pointrend=config.pointrend)
     init_sha = None
     if config.init_weights and not (resume and out.with_suffix(".ckpt").is_file()):
