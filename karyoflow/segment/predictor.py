@@ -110,19 +110,22 @@ def segment_images(
     regression and the tight box of the (PointRend-rendered) mask: the two err independently,
     and the mean is better than either on the validation MCIs (docs/segmentation.md).
     With `flip_tta` the image is also segmented mirrored left-right and the two passes are
-    fused (`fuse_passes`): twice the time, for GPU workers and evaluation."""
+    fused (`fuse_passes`): twice the time (opt-in; docs/segmentation.md)."""
     model.eval()
     out = []
     for image in images:
         tensor = image_tensor(image).to(device)
-        raw = _forward(model, tensor)
         if flip_tta:
             mirrored = _forward(model, tensor.flip(-1)).flipped(tensor.shape[-1])
-            raw = fuse_passes(raw, mirrored, mask_threshold)
-        boxes = raw.boxes.copy()
-        masks = raw.probabilities > mask_threshold
+            raw = fuse_passes(_forward(model, tensor), mirrored, mask_threshold)
+            boxes, scores, masks = raw.boxes.copy(), raw.scores, raw.probabilities > mask_threshold
+        else:
+            # thresholded where they were computed: a quarter of the bytes of the probabilities
+            result = model([tensor])[0]
+            boxes, scores = result["boxes"].cpu().numpy(), result["scores"].cpu().numpy()
+            masks = (result["masks"][:, 0] > mask_threshold).cpu().numpy()
         if refine_boxes and len(masks):
             filled = masks.reshape(len(masks), -1).any(axis=1)
             boxes[filled] = 0.5 * (boxes[filled] + boxes_from_masks(masks[filled]))
-        out.append(Detections(boxes=boxes, scores=raw.scores, masks=masks))
+        out.append(Detections(boxes=boxes, scores=scores, masks=masks))
     return out
