@@ -267,15 +267,15 @@ def cmd_data_coco(args: argparse.Namespace) -> int:
 
 
 def _refuse_validation_cells(folders: list[Path], val_cases: set[str]) -> None:
-    """Extra training MCIs (e.g. `karyo data synth` output) must not come from validation cells:
-    a synthetic MCI of a validation cell shows its chromosomes to the model."""
+    """Extra training MCIs must not come from validation cells: a semi-synthetic MCI (`karyo data
+    synth`) of a validation cell shows its chromosomes to the model."""
     from karyoflow.data.bioimlab import MCI_NAME, list_mcis
 
     for folder in folders:
         paths = list_mcis(folder)
         if not paths:
             raise UsageError(f"--extra-data {folder}: no MCIs in {folder / 'mci'}")
-        cases = {match["case"] for path in paths if (match := MCI_NAME.match(path.name))}
+        cases = {MCI_NAME.match(path.name)["case"] for path in paths}  # list_mcis keeps only matches
         if leaked := sorted(cases & val_cases, key=int):
             raise UsageError(
                 f"--extra-data {folder} holds MCIs of validation cells {', '.join(leaked)}: "
@@ -714,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="DIR",
-        help="more training MCIs, every one in these folders (e.g. karyo data synth --subset train)",
+        help="more labelled training MCIs, every one in these folders (BioImLab layout, e.g. a lab's own)",
     )
     ts.add_argument("--limit-cells", type=int, default=None)
     ts.add_argument("--threads", type=int, default=None)

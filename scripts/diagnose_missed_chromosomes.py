@@ -5,9 +5,9 @@
 For every labelled polygon of every MCI in the folders: found among the pipeline's candidates
 (score >= 0.3 and the containment suppression, as `Karyotyper.detect`; mask IoU >= 0.5, one to
 one), else whether any raw ChrRender detection (score >= 0.05) overlaps it at IoU >= 0.5 and,
-if so, whether the score cut or the containment suppression removed it. Misses with no raw detection at all can only be
-fixed by the segmenter (touching chromosomes found as one), not by post-processing or the
-karyotype assignment choosing among detections.
+if so, whether the score cut or the containment suppression removed it. Misses with no raw
+detection at all can only be fixed by the segmenter (touching chromosomes found as one), not by
+post-processing or the karyotype assignment choosing among detections.
 """
 
 from __future__ import annotations

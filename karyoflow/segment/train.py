@@ -1,9 +1,9 @@
 """Training ChrRender (or plain Mask R-CNN) on BioImLab MCIs.
 
 AdamW, linear warm-up then cosine decay over `steps` iterations of `batch_size` images with
-random flips (`augment="dihedral"` adds transpositions and gamma: see
-`dataset.training_pair`); a checkpoint every `checkpoint_every` steps and at the end, so `--resume` continues an
-interrupted run. The final weights are fp16.
+random flips (`augment="dihedral"` adds transpositions and gamma: see `dataset.training_pair`);
+a checkpoint every `checkpoint_every` steps and at the end, so `--resume` continues an interrupted
+run. The final weights are fp16.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class SegmentTrainConfig:
     # or continuing a run with a fresh schedule). Must match backbone and head type.
     init_weights: str | None = None
     train_cases: list[str] = field(default_factory=list)
-    # folders whose every MCI is trained on too: semi-synthetic MCIs of the training cells, with
-    # more touching and overlapping pairs than the real ones (docs/segmentation.md)
+    # folders (BioImLab layout) whose every MCI is trained on too, e.g. a lab's own labelled MCIs;
+    # semi-synthetic ones of the training cells were tried and hurt real MCIs (docs/segmentation.md)
     extra_data: list[str] = field(default_factory=list)
 
 
