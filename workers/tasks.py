@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import redis.exceptions
 from celery import Task, chord
+from kombu.exceptions import OperationalError as BrokerOperationalError
 from minio.error import S3Error
 from PIL import Image
 from sqlalchemy import delete, select
@@ -32,13 +36,19 @@ from service.storage import image_prefix
 from workers.app import app
 from workers.runtime import get_karyotyper, get_store
 
-TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError)
+# Redis (broker and result backend) unreachable. redis-py's errors do not derive from the
+# builtin ConnectionError/TimeoutError, so they are named here.
+BROKER_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerOperationalError)
+TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError, *BROKER_DOWN)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+log = logging.getLogger("karyoflow.worker")
 
 
 class CaseTask(Task):
-    """Retries transient storage/database errors with backoff; a task that fails for good marks
-    its case failed with the reason."""
+    """Retries transient storage/database/broker errors with backoff; a task that fails for good
+    marks its case failed with the reason, unless the broker was down: then the retry itself
+    could not be enqueued, and the case is left in its stage for the sweeper, which re-enqueues
+    it from the database once Redis is back."""
 
     autoretry_for = TRANSIENT
     retry_backoff = 2
@@ -50,6 +60,9 @@ class CaseTask(Task):
         # every task takes its image's id as its first string argument
         image_id = kwargs.get("image_id") or next((a for a in args if isinstance(a, str)), None)
         if image_id is None:
+            return
+        if isinstance(exc, BROKER_DOWN):
+            log.warning("%s for image %s: Redis unreachable (%s); left for the sweeper", self.name, image_id, exc)
             return
         reason = f"{self.name.rsplit('.', 1)[-1]}: {type(exc).__name__}: {exc}"[:2000]
         with session_scope() as session:
@@ -86,6 +99,26 @@ def _record(case_id: str, image_id: str | None, stage: str, task: Task, started:
                 error=error,
             )
         )
+
+
+def _when_broker_is_up(enqueue: Callable[[], object], wait_s: float | None = None) -> None:
+    """Run `enqueue` (a publish to Redis), retrying while Redis is unreachable for up to `wait_s`
+    seconds. Called once a task's work is stored, so that a Redis restart costs a wait, not the
+    work again (a Celery retry re-runs the whole task, and cannot even be enqueued while Redis
+    is down). Messages published before a failure are lost with Redis's memory, or, when Redis
+    kept them, are harmless duplicates: the tasks are idempotent."""
+    deadline = time.monotonic() + (get_settings().broker_wait_s if wait_s is None else wait_s)
+    delay = 0.5
+    while True:
+        try:
+            enqueue()
+            return
+        except BROKER_DOWN as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable (%s); enqueueing again in %.1f s", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -154,10 +187,13 @@ def segment_image(self: Task, image_id: str) -> int:
     _record(ref.case_id, image_id, "segment", self, started)
     count = len(cell.straightened)
     if count == 0:
-        assemble_image.apply_async(args=([], image_id))
+        _when_broker_is_up(lambda: assemble_image.apply_async(args=([], image_id)))
     else:
-        chord(classify_ici.s(image_id, n, cell.scale, cell.level, ref.case_id, prefix) for n in range(1, count + 1))(
-            assemble_image.s(image_id)
+        # fresh signatures on every try: a launched chord freezes its signatures' ids in place
+        _when_broker_is_up(
+            lambda: chord(
+                classify_ici.s(image_id, n, cell.scale, cell.level, ref.case_id, prefix) for n in range(1, count + 1)
+            )(assemble_image.s(image_id))
         )
     return count
 
