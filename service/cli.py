@@ -8,6 +8,7 @@
                      [--since T] [--until T] [--limit N] [--json]
     karyo cases show ID [--json]
     karyo cases karyogram ID [--image N] --out FILE
+    karyo throughput FILE|DIR... [--cases N] [--json OUT]   MCIs per hour of a running deployment
 
 The client commands find the API and the key in the stack's state file (`$KARYO_STACK_DIR`,
 default ~/.karyoflow/stack), or take KARYO_API_URL / KARYO_API_KEY, or --api / --key. Every other
@@ -22,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -29,7 +31,7 @@ import httpx
 from karyoflow import cli as core_cli
 from karyoflow.files import write_atomically
 
-SERVICE_COMMANDS = {"stack", "submit", "cases"}
+SERVICE_COMMANDS = {"stack", "submit", "cases", "throughput"}
 
 
 def state_dir() -> Path:
@@ -265,6 +267,116 @@ def cmd_cases_karyogram(args: argparse.Namespace) -> int:
     return 0
 
 
+STAGES = ("segment", "straighten", "classify", "assemble")
+
+
+def _png_bytes(path: Path) -> tuple[str, bytes]:
+    """An upload: image files as they are, a labelme JSON's embedded MCI as PNG."""
+    if path.suffix.lower() != ".json":
+        return path.name, path.read_bytes()
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(core_cli._load_image(path)).save(buffer, format="PNG")
+    return path.stem + ".png", buffer.getvalue()
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)  # nearest rank: a latency that really occurred
+    return round(ordered[min(int(round(q / 100 * (len(ordered) - 1))), len(ordered) - 1)], 2)
+
+
+def throughput_summary(cases: list[dict], reports: list[dict], wall_s: float, submit_s: float) -> dict:
+    """Figures of one throughput run: `cases` as GET /v1/cases/{id} returns them when finished,
+    `reports` the JSON reports of their images. Latency is the server's (created -> finished);
+    the stage times are the workers' own compute per image (classify: summed over its ICI
+    tasks), so `latency - compute` is what queues and hand-offs cost."""
+    done = [c for c in cases if c["status"] == "done"]
+    latencies = [
+        (datetime.fromisoformat(c["finished_at"]) - datetime.fromisoformat(c["created_at"])).total_seconds()
+        for c in done
+    ]
+    stages = {
+        stage: round(sum(r["timings_ms"].get(stage, 0.0) for r in reports) / len(reports), 1) if reports else None
+        for stage in STAGES
+    }
+    images = sum(len(c.get("images", [])) for c in done)
+    compute_s = sum(v for v in stages.values() if v is not None) / 1000 if reports else None
+    return {
+        "cases": len(cases),
+        "done": len(done),
+        "failed": sum(c["status"] == "failed" for c in cases),
+        "images": images,
+        "wall_s": round(wall_s, 2),
+        "submit_s": round(submit_s, 2),
+        "images_per_hour": round(images / wall_s * 3600, 1) if wall_s > 0 else None,
+        "latency_s": {
+            "p50": _percentile(latencies, 50),
+            "p95": _percentile(latencies, 95),
+            "max": round(max(latencies), 2) if latencies else None,
+        },
+        "compute_ms_per_image": stages,
+        "compute_s_per_image": round(compute_s, 3) if compute_s is not None else None,
+    }
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    """Submit `--cases` one-image cases at once, wait for all, report MCIs per hour and latency.
+    A real measurement of a running deployment (the local stack or docker compose), not a test."""
+    url, headers = _client(args)
+    if args.cases < 1:
+        raise core_cli.UsageError("--cases must be at least 1")
+    uploads = [_png_bytes(path) for path in core_cli._run_inputs(args.files)]
+    started = time.monotonic()
+    case_ids = []
+    for n in range(args.cases):
+        name, content = uploads[n % len(uploads)]
+        created = _check(
+            httpx.post(
+                f"{url}/v1/cases",
+                files=[("files", (name, content))],
+                data={"reference": f"{args.reference}-{n + 1}"},
+                headers=headers,
+                timeout=120,
+            )
+        ).json()
+        case_ids.append(created["id"])
+    submit_s = time.monotonic() - started
+    deadline = started + args.timeout
+    finished: dict[str, dict] = {}
+    with httpx.Client(headers=headers, timeout=30) as http:
+        while len(finished) < len(case_ids):
+            if time.monotonic() > deadline:
+                raise core_cli.UsageError(f"{len(case_ids) - len(finished)} cases not finished after {args.timeout} s")
+            for case_id in case_ids:
+                if case_id not in finished:
+                    case = _check(http.get(f"{url}/v1/cases/{case_id}")).json()
+                    if case["status"] in ("done", "failed"):
+                        finished[case_id] = case
+            time.sleep(0.5)
+        wall_s = time.monotonic() - started
+        reports = [
+            report
+            for case_id, case in finished.items()
+            if case["status"] == "done"
+            for report in _check(http.get(f"{url}/v1/cases/{case_id}/report")).json()["reports"]
+        ]
+    summary = throughput_summary([finished[c] for c in case_ids], reports, wall_s, submit_s)
+    if args.json:
+        write_atomically(args.json, (json.dumps(summary, indent=1) + "\n").encode())
+    print(
+        f"{summary['done']}/{summary['cases']} cases done ({summary['failed']} failed), {summary['images']} MCIs in "
+        f"{summary['wall_s']} s: {summary['images_per_hour']} MCIs/hour; latency p50 {summary['latency_s']['p50']} s, "
+        f"p95 {summary['latency_s']['p95']} s; worker compute {summary['compute_s_per_image']} s per MCI "
+        + json.dumps(summary["compute_ms_per_image"])
+    )
+    return 0 if summary["failed"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karyo", description="Karyoflow service commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,6 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     karyogram.add_argument("--out", type=Path, required=True)
     client(karyogram)
     karyogram.set_defaults(func=cmd_cases_karyogram)
+
+    throughput = commands.add_parser("throughput", help="MCIs per hour and latency of a running deployment")
+    throughput.add_argument("files", nargs="+", type=Path, help="MCIs (images, labelme JSON) or folders of them")
+    throughput.add_argument("--cases", type=int, default=8, help="one-image cases submitted at once (default 8)")
+    throughput.add_argument("--reference", default="throughput", help="reference prefix of the cases")
+    throughput.add_argument("--timeout", type=float, default=1800)
+    throughput.add_argument("--json", type=Path, default=None, help="write the figures here")
+    client(throughput)
+    throughput.set_defaults(func=cmd_throughput)
     return parser
 
 

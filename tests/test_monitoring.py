@@ -3,6 +3,7 @@ Flower behind basic auth; all against the running stack."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -108,3 +109,48 @@ def test_flower_needs_credentials_and_lists_the_workers(stack: Stack) -> None:
     assert workers.status_code == 200
     names = set(workers.json())
     assert any(n.startswith("gpu0@") for n in names) and any(n.startswith("cpu@") for n in names)
+
+
+def test_throughput_summary_figures() -> None:
+    """The arithmetic of `karyo throughput` on made-up finished cases (no stack needed)."""
+    from service.cli import throughput_summary
+
+    def case(status: str, seconds: float) -> dict:
+        return {
+            "status": status,
+            "created_at": "2026-11-26T10:00:00+00:00",
+            "finished_at": f"2026-11-26T10:00:{seconds:06.3f}+00:00",
+            "images": [{}],
+        }
+
+    cases = [case("done", 4.0), case("done", 10.0), case("done", 7.5), case("failed", 1.0)]
+    stages = ("segment", "straighten", "classify", "assemble")
+    reports = [{"timings_ms": dict(zip(stages, ms, strict=True))} for ms in ((1000, 50, 400, 30), (3000, 70, 600, 50))]
+    summary = throughput_summary(cases, reports, wall_s=12.0, submit_s=0.5)
+    assert (summary["done"], summary["failed"], summary["images"]) == (3, 1, 3)
+    assert summary["images_per_hour"] == 900.0  # 3 MCIs in 12 s
+    assert summary["latency_s"] == {"p50": 7.5, "p95": 10.0, "max": 10.0}  # failed cases left out
+    assert summary["compute_ms_per_image"] == dict(zip(stages, (2000, 60, 500, 40), strict=True))
+    assert summary["compute_s_per_image"] == 2.6
+
+
+def test_throughput_command_against_the_stack(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
+    from service.cli import main as karyo
+
+    key = stack.create_clinic("Clinic Throughput")
+    client = ["--api", stack.api_url, "--key", key]
+    out = tmp_path / "throughput.json"
+    mci = labelled_dir / "mci" / "original_4.json"  # labelme JSON: its embedded MCI is uploaded as PNG
+    assert karyo(["throughput", str(mci), "--cases", "2", "--json", str(out), *client]) == 0
+    summary = json.loads(out.read_text())
+    assert (summary["cases"], summary["done"], summary["failed"], summary["images"]) == (2, 2, 0, 2)
+    assert summary["images_per_hour"] == pytest.approx(2 / summary["wall_s"] * 3600, rel=2e-3)  # wall_s is rounded
+    # one clock (this machine): no case took longer than the run that waited for it
+    assert 0 < summary["latency_s"]["p50"] <= summary["latency_s"]["max"] <= summary["wall_s"] + 1
+    assert all(ms > 0 for ms in summary["compute_ms_per_image"].values())
+    assert "2/2 cases done" in capsys.readouterr().out
+    listed = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "throughput-2"}, headers={"X-API-Key": key})
+    assert len(listed.json()["items"]) == 1
+    assert karyo(["throughput", str(mci), "--cases", "0", *client]) == 2
+    assert "--cases must be at least 1" in capsys.readouterr().err
+    assert karyo(["throughput", str(tmp_path / "missing.png"), *client]) == 2
