@@ -12,6 +12,11 @@ class Health(BaseModel):
     classifier_loaded: bool
 
 
+class Readiness(BaseModel):
+    status: str  # "ok" or "unavailable"
+    checks: dict[str, str]  # dependency -> "ok" or the reason
+
+
 class IciClassification(BaseModel):
     filename: str
     label: str

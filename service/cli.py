@@ -152,7 +152,11 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
         print(f"workers  unavailable ({error})")
     try:
         health = httpx.get(f"{state['api_url']}/health", timeout=5).status_code
-        print(f"api      {state['api_url']} /health {health}")
+        ready = httpx.get(f"{state['api_url']}/health/ready", timeout=15)
+        not_ok = {name: reason for name, reason in ready.json().get("checks", {}).items() if reason != "ok"}
+        print(f"api      {state['api_url']} /health {health}  /health/ready {ready.status_code}")
+        for name, reason in not_ok.items():
+            print(f"  {name} not ready: {reason}")
     except httpx.HTTPError as error:
         print(f"api      unavailable ({error})")
     try:

@@ -82,3 +82,37 @@ def test_bad_uploads_get_4xx_with_a_reason(api_key: str) -> None:
     assert post("d.gif", gif.getvalue(), "image/gif").status_code == 415
     nothing = client.post("/v1/icis/classify", headers=headers)
     assert nothing.status_code == 422
+
+
+def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
+    """Nothing listens on port 1 (real refused connections, no mocks): readiness says which
+    dependency is down and why; a request that needs the database gets a 503 with the reason,
+    not a 500; liveness stays up. An SQLite file without migrations is reachable but not ready."""
+    dead = {
+        "KARYO_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/karyoflow",
+        "KARYO_REDIS_URL": "redis://127.0.0.1:1/0",
+        "KARYO_S3_ENDPOINT": "127.0.0.1:1",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in dead.items():
+            patch.setenv(name, value)
+        _clear_cached_settings()
+        try:
+            response = client.get("/health/ready")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["status"] == "unavailable" and set(body["checks"]) == {"database", "redis", "object_storage"}
+            assert "OperationalError" in body["checks"]["database"] and "127.0.0.1" in body["checks"]["database"]
+            assert "ConnectionError" in body["checks"]["redis"]
+            assert body["checks"]["object_storage"] != "ok"
+            cases = client.get("/v1/cases", headers={"X-API-Key": "kf_any"})
+            assert cases.status_code == 503 and cases.json()["detail"].startswith("database unavailable: ")
+            assert client.get("/health").status_code == 200
+
+            patch.setenv("KARYO_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+            _clear_cached_settings()
+            checks = client.get("/health/ready").json()["checks"]
+            assert "no Alembic revision" in checks["database"]
+        finally:
+            db_session.get_engine().dispose()
+    _clear_cached_settings()

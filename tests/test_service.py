@@ -185,6 +185,39 @@ def test_a_publish_waits_for_redis_or_gives_up_in_time(stack: Stack) -> None:
     assert client.ping()
 
 
+def test_readiness_follows_the_dependencies(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.api_url}/health/ready", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "object_storage": "ok"}}
+    stack.stop_redis()
+    try:
+        down = httpx.get(f"{stack.api_url}/health/ready", timeout=30)
+        assert down.status_code == 503
+        checks = down.json()["checks"]
+        assert (checks["database"], checks["object_storage"]) == ("ok", "ok")
+        assert "ConnectionError" in checks["redis"] and str(stack.config.redis_port) in checks["redis"]
+        assert httpx.get(f"{stack.api_url}/health", timeout=30).status_code == 200  # liveness: still up
+    finally:
+        stack.start_redis()
+    assert httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200
+    # a wrong S3 secret (an IT misconfiguration) is named as such, not as "ok"
+    from service.readiness import check_dependencies
+    from service.settings import Settings
+
+    env = stack.env
+    wrong = Settings(
+        database_url=env["KARYO_DATABASE_URL"],
+        redis_url=env["KARYO_REDIS_URL"],
+        s3_endpoint=env["KARYO_S3_ENDPOINT"],
+        s3_access_key=env["KARYO_S3_ACCESS_KEY"],
+        s3_secret_key="not-the-secret",
+    )
+    checks = check_dependencies(wrong)
+    assert (checks["database"], checks["redis"]) == ("ok", "ok")
+    # SeaweedFS says AccessDenied, MinIO SignatureDoesNotMatch
+    assert checks["object_storage"].startswith("S3Error: ") and "code: AccessDenied" in checks["object_storage"]
+
+
 def test_a_broker_outage_leaves_the_case_to_the_sweeper_other_errors_fail_it(
     stack: Stack, db: Session, labelled_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,7 +313,7 @@ def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, 
         assert "http://127.0.0.1:8721" in printed and "kf_" in printed
         assert karyo(["stack", "status"]) == 0
         status = capsys.readouterr().out
-        assert "segment 0" in status and "/health 200" in status and "STOPPED" not in status
+        assert "segment 0" in status and "/health 200  /health/ready 200" in status and "STOPPED" not in status
         assert karyo(["cases", "list", "--json"]) == 0  # URL and key found without flags
         assert json.loads(capsys.readouterr().out)["items"] == []
     finally:

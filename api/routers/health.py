@@ -1,13 +1,30 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from api.deps import get_classifier
-from api.schemas import Health
+from api.schemas import Health, Readiness
+from api.settings import Settings, get_settings
+from service.readiness import OK, check_dependencies
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
 def health() -> Health:
+    """Liveness: the process answers. Independent of the dependencies (a restart of the API
+    would not bring a database or Redis back)."""
     return Health(status="ok", classifier_loaded=get_classifier.cache_info().currsize > 0)
+
+
+@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+def ready(settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
+    """Readiness: the database (reachable, migrated), Redis and the object storage (reachable with
+    the credentials), each "ok" or the reason; 503 when any is not."""
+    checks = check_dependencies(settings)
+    ready = all(result == OK for result in checks.values())
+    body = Readiness(status="ok" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,91 @@
+"""Can the service work right now? One check per dependency (database, Redis, object storage),
+each with a short timeout, so a readiness probe answers in seconds even when a dependency hangs.
+
+Used by `GET /health/ready` (load balancers, compose/Kubernetes readiness) and
+`karyo stack status`. Liveness (`GET /health`) stays independent of the dependencies: restarting
+the API does not bring Redis back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.settings import Settings
+
+OK = "ok"
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()  # drivers append SQL and links on further lines
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def check_database(settings: Settings, timeout: float) -> None:
+    """Reachable and migrated (Alembic has stamped a revision)."""
+    from sqlalchemy import create_engine, inspect, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    url = make_url(settings.database_url)
+    # a connect timeout: a pool's connection attempt may wait long on an unreachable host
+    connect_args = {"connect_timeout": max(round(timeout), 1)} if url.get_backend_name() == "postgresql" else {}
+    engine = create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            stamped = inspect(connection).has_table("alembic_version") and (
+                connection.execute(text("SELECT version_num FROM alembic_version")).first() is not None
+            )
+            if not stamped:
+                raise LookupError("no Alembic revision: run the migrations (python -m db upgrade)")
+    finally:
+        engine.dispose()
+
+
+def check_redis(settings: Settings, timeout: float) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def check_object_storage(settings: Settings, timeout: float) -> None:
+    import urllib3
+    from minio import Minio
+
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=urllib3.Retry(total=0))
+    client = Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+        http_client=http,
+    )
+    # reachable with these credentials; a missing bucket is no fault (the API and the workers
+    # create it at first use, compose's create-bucket job before)
+    client.bucket_exists(settings.bucket)
+
+
+CHECKS: dict[str, Callable[[Settings, float], None]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "object_storage": check_object_storage,
+}
+
+
+def check_dependencies(settings: Settings, timeout: float = 2.0) -> dict[str, str]:
+    """ "ok" or the reason, per dependency."""
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            check(settings, timeout)
+            results[name] = OK
+        except Exception as error:  # any failure is the answer, not a crash of the probe
+            results[name] = _reason(error)
+    return results
