@@ -27,7 +27,9 @@ class Base(DeclarativeBase):
 
 
 # case and image life cycle: received -> segmenting -> classifying -> assembling -> done | failed
-CASE_STATUSES = ("received", "segmenting", "classifying", "assembling", "done", "failed")
+# "deleting": DELETE /v1/cases/{id} has begun erasing the case's objects; its rows go last, so
+# an interrupted deletion stays visible and is finished by repeating the request
+CASE_STATUSES = ("received", "segmenting", "classifying", "assembling", "done", "failed", "deleting")
 
 
 class Clinic(Base):

@@ -8,6 +8,7 @@
                      [--since T] [--until T] [--limit N] [--json]
     karyo cases show ID [--json]
     karyo cases karyogram ID [--image N] --out FILE
+    karyo cases delete ID                    erase a finished case (objects, then rows)
     karyo throughput FILE|DIR... [--cases N] [--json OUT]   MCIs per hour of a running deployment
 
 The client commands find the API and the key in the stack's state file (`$KARYO_STACK_DIR`,
@@ -381,6 +382,13 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+def cmd_cases_delete(args: argparse.Namespace) -> int:
+    url, headers = _client(args)
+    _check(httpx.delete(f"{url}/v1/cases/{args.id}", headers=headers, timeout=120))
+    print(f"deleted {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karyo", description="Karyoflow service commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -436,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     karyogram.add_argument("--out", type=Path, required=True)
     client(karyogram)
     karyogram.set_defaults(func=cmd_cases_karyogram)
+    erase = cases.add_parser("delete", help="erase a finished case: its images, results and rows")
+    erase.add_argument("id")
+    client(erase)
+    erase.set_defaults(func=cmd_cases_delete)
 
     throughput = commands.add_parser("throughput", help="MCIs per hour and latency of a running deployment")
     throughput.add_argument("files", nargs="+", type=Path, help="MCIs (images, labelme JSON) or folders of them")

@@ -280,6 +280,69 @@ def test_a_task_that_fails_for_good_marks_its_case_failed(
     assert again["status"] == "failed" and again["error"] == case["error"]
 
 
+def wait_ready(stack: Stack, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200:
+            return
+        time.sleep(1)
+    raise AssertionError(f"not ready after {timeout} s")
+
+
+def test_a_finished_case_is_erased_even_when_storage_fails_midway(
+    stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
+) -> None:
+    key = stack.create_clinic("Clinic Erase")
+    headers = {"X-API-Key": key}
+    case_id = submit(stack, key, [labelled_dir / "mci" / "original_3.json"])
+    wait_done(stack, key, [case_id])
+    db.expire_all()
+    image_ids = db.scalars(select(CaseImage.id).where(CaseImage.case_id == case_id)).all()
+    prefix = f"clinics/{db.get(Case, case_id).clinic_id}/cases/{case_id}/"
+    assert len(store.list(prefix)) > 40  # original, ICIs, masks, cell.json, karyogram, report
+    url = f"{stack.api_url}/v1/cases/{case_id}"
+    other = stack.create_clinic("Clinic Not Theirs")
+    assert httpx.delete(url, headers={"X-API-Key": other}, timeout=60).status_code == 404
+
+    stack.stop("s3")  # storage down: the deletion cannot finish, and says so
+    try:
+        cut = httpx.delete(url, headers=headers, timeout=120)
+        assert cut.status_code == 503 and "repeat the request" in cut.json()["detail"]
+        shown = httpx.get(url, headers=headers, timeout=30).json()
+        assert shown["status"] == "deleting" and shown["images"]
+        assert httpx.get(f"{url}/karyogram", headers=headers, timeout=30).status_code == 409
+    finally:
+        stack.start_storage()
+    wait_ready(stack)
+    assert store.list(prefix), "the case's objects are still there"
+    assert httpx.delete(url, headers=headers, timeout=120).status_code == 204
+    assert store.list(prefix) == []
+    db.expire_all()
+    assert db.get(Case, case_id) is None
+    assert db.scalar(select(func.count()).select_from(CaseImage).where(CaseImage.case_id == case_id)) == 0
+    assert db.scalar(select(func.count()).select_from(TaskRun).where(TaskRun.case_id == case_id)) == 0
+    assert db.scalar(select(func.count()).select_from(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids))) == 0
+    assert httpx.get(url, headers=headers, timeout=30).status_code == 404
+    assert httpx.delete(url, headers=headers, timeout=30).status_code == 404
+
+
+def test_an_unfinished_case_cannot_be_deleted(stack: Stack, store: ObjectStore, labelled_dir: Path) -> None:
+    from service.cli import main as karyo
+
+    key = stack.create_clinic("Clinic Early Erase")
+    stack.stop_redis()  # the case stays `received` (not enqueued) while we try
+    try:
+        case_id = submit(stack, key, [labelled_dir / "mci" / "original_4.json"])
+        refused = httpx.delete(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=60)
+        assert refused.status_code == 409 and "received" in refused.json()["detail"]
+    finally:
+        stack.start_redis()
+    case = wait_done(stack, key, [case_id])[case_id]  # the sweeper enqueues it; it is kept
+    assert case["images"][0]["chromosome_count"] > 30
+    assert karyo(["cases", "delete", case_id, "--api", stack.api_url, "--key", key]) == 0
+    assert httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}).status_code == 404
+
+
 def test_client_commands(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
     from service.cli import main as karyo
 

@@ -131,15 +131,23 @@ class ImageRef:
     prefix: str  # where the image's derived objects live
 
 
+def _case_erased(image_id: str) -> bool:
+    """The image's case is being deleted, or is gone."""
+    with session_scope() as session:
+        image = session.get(CaseImage, image_id)
+        return image is None or image.case.status == "deleting"
+
+
 def _set_stage(image_id: str, stage: str) -> ImageRef | None:
     """Move the image (and its case, unless it is further on) to `stage`; None when the case is
-    already finished (a late duplicate delivery has nothing to do)."""
+    already finished or being deleted, or gone (a late duplicate delivery has nothing to do)."""
     with session_scope() as session:
         image = session.get(CaseImage, image_id)
         if image is None:
-            raise LookupError(f"no image {image_id}")
+            log.warning("image %s no longer exists (its case was deleted): nothing to do", image_id)
+            return None
         case = image.case
-        if case.status in ("done", "failed") or image.status == "done":
+        if case.status in ("done", "failed", "deleting") or image.status == "done":
             return None
         image.status = stage
         order = ("received", "segmenting", "classifying", "assembling")
@@ -183,7 +191,10 @@ def segment_image(self: Task, image_id: str) -> int:
         "timings_ms": timings,
     }
     store.put(f"{prefix}/cell.json", json.dumps(summary).encode(), "application/json")
-    _set_stage(image_id, "classifying")
+    if _set_stage(image_id, "classifying") is None:
+        if _case_erased(image_id):  # deleted while this task wrote: leave none of it behind
+            store.delete_prefix(f"{prefix}/")
+        return 0
     _record(ref.case_id, image_id, "segment", self, started)
     count = len(cell.straightened)
     if count == 0:
@@ -270,6 +281,9 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     with session_scope() as session:
         # the row lock serialises two deliveries of this task; the second finds the image done
         image = session.get(CaseImage, image_id, with_for_update=True)
+        if image is None or image.case.status == "deleting":  # deleted while this task wrote
+            store.delete_prefix(f"{prefix}/")
+            return "skipped"
         if image.status == "done":
             return "skipped"
         session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))

@@ -1,5 +1,5 @@
-"""Cases: upload MCIs (stored, then enqueued), follow them, fetch karyograms and reports, and
-query a clinic's case history."""
+"""Cases: upload MCIs (stored, then enqueued), follow them, fetch karyograms and reports,
+query a clinic's case history, and erase a case."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from api.auth import current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
-from db.models import CASE_STATUSES, Case, CaseImage
+from db.models import CASE_STATUSES, Case, CaseImage, ChromosomeRow, TaskRun
 from service.settings import Settings, get_settings
 from service.storage import ObjectStore, image_prefix
 
@@ -108,6 +108,15 @@ async def create_case(
     return CaseCreated(id=case.id, status=case.status, images=len(images))
 
 
+def _read_object(key: str) -> bytes:
+    """A stored object; storage down is a 503 the client can retry, not a 500."""
+    store = get_store()
+    try:
+        return store.get(key)
+    except Exception as error:
+        raise HTTPException(503, f"object storage unavailable: {error}") from error
+
+
 def _own_case(db: Session, clinic_id: int, case_id: str) -> Case:
     case = db.get(Case, case_id)
     if case is None or case.clinic_id != clinic_id:
@@ -132,6 +141,35 @@ def get_case(
     )
 
 
+@router.delete("/{case_id}", status_code=204, response_class=Response, responses={409: {}, 503: {}})
+def delete_case(
+    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+) -> Response:
+    """Erase a finished (done or failed) case: its originals, ICIs, masks, karyograms and
+    reports, then its rows (chromosomes, task runs, images, the case). The case is marked
+    `deleting` first and its rows go last, so a deletion cut short (storage down: 503) stays
+    visible and is finished by repeating the request; nothing of the case is served meanwhile."""
+    case = _own_case(db, clinic_id, case_id)
+    if case.status not in ("done", "failed", "deleting"):
+        raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
+    case.status = "deleting"
+    db.commit()
+    try:
+        get_store().delete_prefix(f"clinics/{clinic_id}/cases/{case_id}/")
+    except Exception as error:
+        raise HTTPException(
+            503, f"object storage unavailable ({error}); case {case_id} is marked deleting: repeat the request"
+        ) from error
+    image_ids = select(CaseImage.id).where(CaseImage.case_id == case_id)
+    db.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids)))
+    db.execute(delete(TaskRun).where(TaskRun.case_id == case_id))
+    db.execute(delete(CaseImage).where(CaseImage.case_id == case_id))
+    db.execute(delete(Case).where(Case.id == case_id))
+    db.commit()
+    log.info("case %s of clinic %s deleted", case_id, clinic_id)
+    return Response(status_code=204)
+
+
 def _image(case: Case, position: int) -> CaseImage:
     for image in case.images:
         if image.position == position:
@@ -146,10 +184,13 @@ def get_karyogram(
     db: Annotated[Session, Depends(get_db)],
     image: Annotated[int, Query(ge=0, description="image position in the case")] = 0,
 ) -> Response:
-    row = _image(_own_case(db, clinic_id, case_id), image)
+    case = _own_case(db, clinic_id, case_id)
+    if case.status == "deleting":
+        raise HTTPException(409, f"case {case_id} is being deleted")
+    row = _image(case, image)
     if row.karyogram_key is None:
         raise HTTPException(409, f"image {image} of case {case_id} is {row.status}, no karyogram yet")
-    return Response(get_store().get(row.karyogram_key), media_type="image/png")
+    return Response(_read_object(row.karyogram_key), media_type="image/png")
 
 
 @router.get("/{case_id}/report")
@@ -160,9 +201,8 @@ def get_report(
     case = _own_case(db, clinic_id, case_id)
     if case.status != "done":
         raise HTTPException(409, f"case {case_id} is {case.status}, no report yet")
-    store = get_store()
     return {"case": case.id, "karyotype": case.karyotype,
-            "reports": [json.loads(store.get(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip
+            "reports": [json.loads(_read_object(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip
 
 
 def _encode_cursor(case: Case) -> str:
