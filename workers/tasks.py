@@ -71,7 +71,7 @@ class CaseTask(Task):
                 return
             image.status = "failed"
             case = image.case
-            if case.status != "done":
+            if case.status not in ("done", "deleting"):
                 case.status, case.error, case.finished_at = "failed", reason, datetime.now(UTC)
 
 
