@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.routers import cases, dashboard, health, icis, metrics
 
+log = logging.getLogger("karyoflow.api")
 app = FastAPI(title="Karyoflow", version="0.1.0")
 app.include_router(health.router)
 app.include_router(icis.router)
@@ -20,9 +23,12 @@ app.include_router(metrics.router)
 app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
 
 
-@app.exception_handler(OperationalError)
-async def database_unavailable(_request: Request, error: OperationalError) -> JSONResponse:
-    """The database is down or unreachable: a 503 the client can retry, with the driver's reason
-    (its first line; the rest is SQL and links), not a 500."""
-    lines = str(error.orig or error).strip().splitlines()
-    return JSONResponse({"detail": f"database unavailable: {lines[0] if lines else 'unreachable'}"}, status_code=503)
+@app.exception_handler(OperationalError)  # server gone, connection refused, deadlock, ...
+@app.exception_handler(InterfaceError)  # a connection closed under us
+@app.exception_handler(PoolTimeout)  # every pooled connection busy
+async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    """The database is down, unreachable or overloaded: a 503 the client can retry, not a 500.
+    The driver's message (hosts, users) goes to the log, not to the client."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    log.error("database unavailable: %s: %s", type(error).__name__, lines[0] if lines else "")
+    return JSONResponse({"detail": "database unavailable; try again shortly"}, status_code=503)

@@ -14,7 +14,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str  # "ok" or "unavailable"
-    checks: dict[str, str]  # dependency -> "ok" or the reason
+    checks: dict[str, str]  # dependency -> "ok" or "unavailable" (the reason is in the API's log)
 
 
 class IciClassification(BaseModel):

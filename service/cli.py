@@ -153,13 +153,20 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
         print(f"workers  unavailable ({error})")
     try:
         health = httpx.get(f"{state['api_url']}/health", timeout=5).status_code
-        ready = httpx.get(f"{state['api_url']}/health/ready", timeout=15)
-        not_ok = {name: reason for name, reason in ready.json().get("checks", {}).items() if reason != "ok"}
-        print(f"api      {state['api_url']} /health {health}  /health/ready {ready.status_code}")
-        for name, reason in not_ok.items():
-            print(f"  {name} not ready: {reason}")
+        ready = httpx.get(f"{state['api_url']}/health/ready", timeout=15).status_code
+        print(f"api      {state['api_url']} /health {health}  /health/ready {ready}")
     except httpx.HTTPError as error:
         print(f"api      unavailable ({error})")
+    # the API keeps the reasons to itself (its readiness needs no key); this command has the
+    # stack's settings, so it runs the same checks and prints them
+    from service.readiness import OK, check_dependencies
+    from service.settings import Settings
+
+    names = ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+    settings = Settings(**{name.lower(): env[f"KARYO_{name}"] for name in names if f"KARYO_{name}" in env})
+    for name, reason in check_dependencies(settings).items():
+        if reason != OK:
+            print(f"  {name} not ready: {reason}")
     try:
         from sqlalchemy import create_engine
         from sqlalchemy.orm import Session
@@ -330,8 +337,10 @@ def throughput_summary(cases: list[dict], reports: list[dict], wall_s: float, su
 
 
 def cmd_throughput(args: argparse.Namespace) -> int:
-    """Submit `--cases` one-image cases at once, wait for all, report MCIs per hour and latency.
-    A real measurement of a running deployment (the local stack or docker compose), not a test."""
+    """Submit `--cases` one-image cases back to back, wait for all, report MCIs per hour and
+    latency. A real measurement of a running deployment (the local stack or docker compose), not
+    a test. The cases are real cases of the key's clinic (reference `throughput-<n>`); `--delete`
+    erases them afterwards."""
     url, headers = _client(args)
     if args.cases < 1:
         raise core_cli.UsageError("--cases must be at least 1")
@@ -354,22 +363,29 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     deadline = started + args.timeout
     finished: dict[str, dict] = {}
     with httpx.Client(headers=headers, timeout=30) as http:
-        while len(finished) < len(case_ids):
-            if time.monotonic() > deadline:
-                raise core_cli.UsageError(f"{len(case_ids) - len(finished)} cases not finished after {args.timeout} s")
+        while True:
             for case_id in case_ids:
                 if case_id not in finished:
                     case = _check(http.get(f"{url}/v1/cases/{case_id}")).json()
                     if case["status"] in ("done", "failed"):
                         finished[case_id] = case
+            if len(finished) == len(case_ids):
+                break
+            if time.monotonic() > deadline:
+                missing = len(case_ids) - len(finished)
+                print(f"karyo: {missing} cases not finished after {args.timeout} s", file=sys.stderr)
+                return 1
             time.sleep(0.5)
-        wall_s = time.monotonic() - started
+        wall_s = time.monotonic() - started  # polled every 0.5 s: up to that much late
         reports = [
             report
             for case_id, case in finished.items()
             if case["status"] == "done"
             for report in _check(http.get(f"{url}/v1/cases/{case_id}/report")).json()["reports"]
         ]
+        if args.delete:  # the measurement's cases leave the clinic's history again
+            for case_id in case_ids:
+                _check(http.delete(f"{url}/v1/cases/{case_id}", timeout=120))
     summary = throughput_summary([finished[c] for c in case_ids], reports, wall_s, submit_s)
     if args.json:
         write_atomically(args.json, (json.dumps(summary, indent=1) + "\n").encode())
@@ -451,10 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     throughput = commands.add_parser("throughput", help="MCIs per hour and latency of a running deployment")
     throughput.add_argument("files", nargs="+", type=Path, help="MCIs (images, labelme JSON) or folders of them")
-    throughput.add_argument("--cases", type=int, default=8, help="one-image cases submitted at once (default 8)")
+    throughput.add_argument("--cases", type=int, default=8, help="one-image cases, submitted back to back (default 8)")
     throughput.add_argument("--reference", default="throughput", help="reference prefix of the cases")
     throughput.add_argument("--timeout", type=float, default=1800)
     throughput.add_argument("--json", type=Path, default=None, help="write the figures here")
+    throughput.add_argument("--delete", action="store_true", help="erase the measurement's cases afterwards")
     client(throughput)
     throughput.set_defaults(func=cmd_throughput)
     return parser

@@ -86,8 +86,13 @@ def test_bad_uploads_get_4xx_with_a_reason(api_key: str) -> None:
 
 def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
     """Nothing listens on port 1 (real refused connections, no mocks): readiness says which
-    dependency is down and why; a request that needs the database gets a 503 with the reason,
-    not a 500; liveness stays up. An SQLite file without migrations is reachable but not ready."""
+    dependency is down (the reasons stay in the server: the probe needs no key); a request that
+    needs the database gets a 503, not a 500; liveness stays up. The checks themselves give the
+    reasons, also for an SQLite database that is missing, unmigrated or behind the code."""
+    import sqlite3
+
+    from service.readiness import check_dependencies
+
     dead = {
         "KARYO_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/karyoflow",
         "KARYO_REDIS_URL": "redis://127.0.0.1:1/0",
@@ -100,19 +105,29 @@ def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
         try:
             response = client.get("/health/ready")
             assert response.status_code == 503
-            body = response.json()
-            assert body["status"] == "unavailable" and set(body["checks"]) == {"database", "redis", "object_storage"}
-            assert "OperationalError" in body["checks"]["database"] and "127.0.0.1" in body["checks"]["database"]
-            assert "ConnectionError" in body["checks"]["redis"]
-            assert body["checks"]["object_storage"] != "ok"
+            assert response.json() == {
+                "status": "unavailable",
+                "checks": {"database": "unavailable", "redis": "unavailable", "object_storage": "unavailable"},
+            }
+            reasons = check_dependencies(get_settings())
+            assert "OperationalError" in reasons["database"] and "refused" in reasons["database"]
+            assert "ConnectionError" in reasons["redis"]
+            assert "refused" in reasons["object_storage"]
             cases = client.get("/v1/cases", headers={"X-API-Key": "kf_any"})
-            assert cases.status_code == 503 and cases.json()["detail"].startswith("database unavailable: ")
+            assert cases.status_code == 503 and cases.json()["detail"] == "database unavailable; try again shortly"
             assert client.get("/health").status_code == 200
 
-            patch.setenv("KARYO_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+            database = tmp_path / "karyoflow.db"
+            patch.setenv("KARYO_DATABASE_URL", f"sqlite:///{database}")
             _clear_cached_settings()
-            checks = client.get("/health/ready").json()["checks"]
-            assert "no Alembic revision" in checks["database"]
+            assert "no database file" in check_dependencies(get_settings())["database"]
+            assert not database.exists()  # the probe did not create it
+            sqlite3.connect(database).close()
+            assert "no Alembic revision" in check_dependencies(get_settings())["database"]
+            with sqlite3.connect(database) as connection:
+                connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+                connection.execute("INSERT INTO alembic_version VALUES ('0000_older')")
+            assert "schema at revision 0000_older" in check_dependencies(get_settings())["database"]
         finally:
             db_session.get_engine().dispose()
     _clear_cached_settings()

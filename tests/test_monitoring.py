@@ -151,6 +151,9 @@ def test_throughput_command_against_the_stack(stack: Stack, labelled_dir: Path, 
     assert "2/2 cases done" in capsys.readouterr().out
     listed = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "throughput-2"}, headers={"X-API-Key": key})
     assert len(listed.json()["items"]) == 1
+    assert karyo(["throughput", str(mci), "--cases", "1", "--reference", "erased", "--delete", *client]) == 0
+    erased = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "erased-1"}, headers={"X-API-Key": key})
+    assert erased.json()["items"] == []  # measured, then erased
     assert karyo(["throughput", str(mci), "--cases", "0", *client]) == 2
     assert "--cases must be at least 1" in capsys.readouterr().err
     assert karyo(["throughput", str(tmp_path / "missing.png"), *client]) == 2

@@ -157,6 +157,11 @@ def test_cases_survive_a_redis_restart(stack: Stack, db: Session, store: ObjectS
     cases = wait_done(stack, key, case_ids)
     for case in cases.values():
         assert_one_result_set(db, store, case)
+    # the first case waited for Redis instead of being segmented again (by a retry or the sweeper)
+    db.expire_all()
+    segmented = db.scalar(select(func.count()).select_from(TaskRun).where(
+        TaskRun.case_id == case_ids[0], TaskRun.stage == "segment"))  # fmt: skip
+    assert segmented == 1
 
 
 def test_a_publish_waits_for_redis_or_gives_up_in_time(stack: Stack) -> None:
@@ -193,9 +198,7 @@ def test_readiness_follows_the_dependencies(stack: Stack) -> None:
     try:
         down = httpx.get(f"{stack.api_url}/health/ready", timeout=30)
         assert down.status_code == 503
-        checks = down.json()["checks"]
-        assert (checks["database"], checks["object_storage"]) == ("ok", "ok")
-        assert "ConnectionError" in checks["redis"] and str(stack.config.redis_port) in checks["redis"]
+        assert down.json()["checks"] == {"database": "ok", "redis": "unavailable", "object_storage": "ok"}
         assert httpx.get(f"{stack.api_url}/health", timeout=30).status_code == 200  # liveness: still up
     finally:
         stack.start_redis()
@@ -227,6 +230,7 @@ def test_a_broker_outage_leaves_the_case_to_the_sweeper_other_errors_fail_it(
     touches the case meanwhile."""
     from db import session as db_session
     from service.settings import get_settings
+    from workers.tasks import segment_image  # imported (torch and all) before the clock starts
 
     key = stack.create_clinic("Clinic Broker")
     stack.stop_redis()
@@ -240,8 +244,6 @@ def test_a_broker_outage_leaves_the_case_to_the_sweeper_other_errors_fail_it(
     for cache in (get_settings, db_session.get_engine, db_session.get_sessionmaker):
         cache.cache_clear()
     try:
-        from workers.tasks import segment_image
-
         segment_image.on_failure(redis.exceptions.ConnectionError("Redis gone"), "task-1", (image_id,), {}, None)
         db.expire_all()
         assert db.get(Case, case_id).status == "received"
@@ -289,7 +291,7 @@ def wait_ready(stack: Stack, timeout: float = 90) -> None:
     raise AssertionError(f"not ready after {timeout} s")
 
 
-def test_a_finished_case_is_erased_even_when_storage_fails_midway(
+def test_a_finished_case_is_erased_and_storage_down_only_delays_it(
     stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
 ) -> None:
     key = stack.create_clinic("Clinic Erase")

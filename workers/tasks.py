@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from minio.error import S3Error
 from PIL import Image
 from sqlalchemy import delete, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
@@ -70,8 +70,9 @@ class CaseTask(Task):
             if image is None:
                 return
             image.status = "failed"
-            case = image.case
-            if case.status not in ("done", "deleting"):
+            # the case row locked: DELETE switches a failed case to "deleting" under the same lock
+            case = session.get(Case, image.case_id, with_for_update=True)
+            if case is not None and case.status not in ("done", "deleting"):
                 case.status, case.error, case.finished_at = "failed", reason, datetime.now(UTC)
 
 
@@ -83,6 +84,13 @@ def _png(array: np.ndarray) -> bytes:
 
 def _record(case_id: str, image_id: str | None, stage: str, task: Task, started: float, error: str | None = None):
     now = datetime.now(UTC)
+    try:
+        _add_task_run(case_id, image_id, stage, task, started, now, error)
+    except IntegrityError:  # the case was deleted while the task ran: nothing to record it for
+        log.info("%s of image %s not recorded: its case no longer exists", stage, image_id)
+
+
+def _add_task_run(case_id, image_id, stage, task, started, now, error) -> None:
     with session_scope() as session:
         session.add(
             TaskRun(
@@ -136,6 +144,16 @@ def _case_erased(image_id: str) -> bool:
     with session_scope() as session:
         image = session.get(CaseImage, image_id)
         return image is None or image.case.status == "deleting"
+
+
+def _remove_erased(store, prefix: str) -> None:
+    """Remove what a task wrote for an image whose case was deleted meanwhile. Not retried: a
+    retry would find the case gone and could no longer tell where its objects were, so a
+    failure is logged with the prefix for an operator."""
+    try:
+        store.delete_prefix(f"{prefix}/")
+    except Exception as error:
+        log.error("objects of a deleted case left under %s/ (%s): remove them by hand", prefix, error)
 
 
 def _set_stage(image_id: str, stage: str) -> ImageRef | None:
@@ -193,7 +211,7 @@ def segment_image(self: Task, image_id: str) -> int:
     store.put(f"{prefix}/cell.json", json.dumps(summary).encode(), "application/json")
     if _set_stage(image_id, "classifying") is None:
         if _case_erased(image_id):  # deleted while this task wrote: leave none of it behind
-            store.delete_prefix(f"{prefix}/")
+            _remove_erased(store, prefix)
         return 0
     _record(ref.case_id, image_id, "segment", self, started)
     count = len(cell.straightened)
@@ -221,7 +239,14 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
     queue, not the GPU, is the limit."""
     started = time.time()
     karyotyper = get_karyotyper()
-    ici = grey_from_bytes(get_store().get(f"{prefix}/icis/{number}.png"))
+    try:
+        ici = grey_from_bytes(get_store().get(f"{prefix}/icis/{number}.png"))
+    except S3Error as error:
+        # the case erased under this task (a late task of a failed case): not an outage to
+        # retry; assemble skips the erased case
+        if error.code == "NoSuchKey" and _case_erased(image_id):
+            return {"p": [], "ms": 0.0, "erased": True}
+        raise
     classify_started = time.perf_counter()
     canvas = karyotyper.canvas(ici, scale, level)[None]
     prediction = karyotyper.classifier.predict_canvases(canvas, np.zeros(1))[0]
@@ -278,42 +303,46 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     report_key, karyogram_key = f"{prefix}/report.json", f"{prefix}/karyogram.png"
     store.put(karyogram_key, png, "image/png")
     store.put(report_key, (json.dumps(report, indent=1) + "\n").encode(), "application/json")
+    erased = False
     with session_scope() as session:
         # the row lock serialises two deliveries of this task; the second finds the image done
         image = session.get(CaseImage, image_id, with_for_update=True)
         if image is None or image.case.status == "deleting":  # deleted while this task wrote
-            store.delete_prefix(f"{prefix}/")
+            erased = True
+        elif image.status == "done":
             return "skipped"
-        if image.status == "done":
-            return "skipped"
-        session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
-        for chromosome in result.chromosomes:
-            session.add(
-                ChromosomeRow(
-                    image_id=image_id,
-                    number=chromosome.id,
-                    label=chromosome.label,
-                    class_index=chromosome.class_index,
-                    score=chromosome.score,
-                    detection_score=chromosome.detection_score,
-                    bbox=list(chromosome.bbox),
-                    ici_key=f"{prefix}/icis/{chromosome.candidate + 1}.png",
-                    mask_key=f"{prefix}/masks/{chromosome.candidate + 1}.png",
+        else:
+            session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
+            for chromosome in result.chromosomes:
+                session.add(
+                    ChromosomeRow(
+                        image_id=image_id,
+                        number=chromosome.id,
+                        label=chromosome.label,
+                        class_index=chromosome.class_index,
+                        score=chromosome.score,
+                        detection_score=chromosome.detection_score,
+                        bbox=list(chromosome.bbox),
+                        ici_key=f"{prefix}/icis/{chromosome.candidate + 1}.png",
+                        mask_key=f"{prefix}/masks/{chromosome.candidate + 1}.png",
+                    )
                 )
-            )
-        image.status = "done"
-        image.chromosome_count = len(result.chromosomes)
-        image.karyotype = result.karyotype.iscn
-        image.abnormal = result.karyotype.abnormal
-        image.report_key, image.karyogram_key = report_key, karyogram_key
-        image.timings_ms = result.timings_ms
-        session.flush()
-        case = session.get(Case, case_id)
-        images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
-        if all(i.status == "done" for i in images) and case.status != "done":
-            karyotypes = [i.karyotype for i in images if i.karyotype]
-            case.karyotype = _modal(karyotypes) if karyotypes else None
-            case.abnormal = any(i.abnormal and i.karyotype == case.karyotype for i in images)
-            case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
+            image.status = "done"
+            image.chromosome_count = len(result.chromosomes)
+            image.karyotype = result.karyotype.iscn
+            image.abnormal = result.karyotype.abnormal
+            image.report_key, image.karyogram_key = report_key, karyogram_key
+            image.timings_ms = result.timings_ms
+            session.flush()
+            case = session.get(Case, case_id)
+            images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
+            if all(i.status == "done" for i in images) and case.status != "done":
+                karyotypes = [i.karyotype for i in images if i.karyotype]
+                case.karyotype = _modal(karyotypes) if karyotypes else None
+                case.abnormal = any(i.abnormal and i.karyotype == case.karyotype for i in images)
+                case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
+    if erased:
+        _remove_erased(store, prefix)  # outside the row lock
+        return "skipped"
     _record(case_id, image_id, "assemble", self, started)
     return result.karyotype.iscn

@@ -11,7 +11,9 @@ from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
+from minio.error import S3Error
 from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import current_clinic, get_db
@@ -113,12 +115,19 @@ def _read_object(key: str) -> bytes:
     store = get_store()
     try:
         return store.get(key)
-    except Exception as error:
-        raise HTTPException(503, f"object storage unavailable: {error}") from error
+    except S3Error as error:
+        if error.code == "NoSuchKey":  # not a passing outage: retrying will not help
+            log.error("object %s missing from storage", key)
+            raise HTTPException(404, "the stored object is missing (reported to the service's log)") from error
+        log.error("object storage error reading %s: %s", key, error)
+        raise HTTPException(503, "object storage unavailable; try again shortly") from error
+    except Exception as error:  # connection refused, timeouts
+        log.error("object storage unreachable reading %s: %s", key, error)
+        raise HTTPException(503, "object storage unavailable; try again shortly") from error
 
 
-def _own_case(db: Session, clinic_id: int, case_id: str) -> Case:
-    case = db.get(Case, case_id)
+def _own_case(db: Session, clinic_id: int, case_id: str, lock: bool = False) -> Case:
+    case = db.get(Case, case_id, with_for_update=lock or None)
     if case is None or case.clinic_id != clinic_id:
         raise HTTPException(404, f"no case {case_id}")  # another clinic's case is simply not there
     return case
@@ -149,7 +158,7 @@ def delete_case(
     reports, then its rows (chromosomes, task runs, images, the case). The case is marked
     `deleting` first and its rows go last, so a deletion cut short (storage down: 503) stays
     visible and is finished by repeating the request; nothing of the case is served meanwhile."""
-    case = _own_case(db, clinic_id, case_id)
+    case = _own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
     if case.status not in ("done", "failed", "deleting"):
         raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
     case.status = "deleting"
@@ -161,11 +170,17 @@ def delete_case(
             503, f"object storage unavailable ({error}); case {case_id} is marked deleting: repeat the request"
         ) from error
     image_ids = select(CaseImage.id).where(CaseImage.case_id == case_id)
-    db.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids)))
-    db.execute(delete(TaskRun).where(TaskRun.case_id == case_id))
-    db.execute(delete(CaseImage).where(CaseImage.case_id == case_id))
-    db.execute(delete(Case).where(Case.id == case_id))
-    db.commit()
+    try:
+        db.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids)))
+        db.execute(delete(TaskRun).where(TaskRun.case_id == case_id))
+        db.execute(delete(CaseImage).where(CaseImage.case_id == case_id))
+        db.execute(delete(Case).where(Case.id == case_id))
+        db.commit()
+    except IntegrityError as error:  # a late task of a failed case wrote a row meanwhile
+        db.rollback()
+        raise HTTPException(
+            409, f"work for case {case_id} is still finishing; it is marked deleting: repeat the request shortly"
+        ) from error
     log.info("case %s of clinic %s deleted", case_id, clinic_id)
     return Response(status_code=204)
 

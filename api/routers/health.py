@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -11,6 +12,7 @@ from api.settings import Settings, get_settings
 from service.readiness import OK, check_dependencies
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("karyoflow.api")
 
 
 @router.get("/health", response_model=Health)
@@ -23,8 +25,13 @@ def health() -> Health:
 @router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 def ready(settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
     """Readiness: the database (reachable, migrated), Redis and the object storage (reachable with
-    the credentials), each "ok" or the reason; 503 when any is not."""
+    the credentials), each "ok" or "unavailable" (the reason is logged); 503 when any is not."""
     checks = check_dependencies(settings)
     ready = all(result == OK for result in checks.values())
-    body = Readiness(status="ok" if ready else "unavailable", checks=checks)
+    for name, reason in checks.items():
+        if reason != OK:
+            log.warning("not ready: %s: %s", name, reason)
+    # no key is needed here, so the reasons (hosts, users, driver messages) stay in the log
+    public = {name: OK if reason == OK else "unavailable" for name, reason in checks.items()}
+    body = Readiness(status="ok" if ready else "unavailable", checks=public)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
