@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
@@ -22,8 +23,14 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-def clinic_for_key(db: Session, key: str | None) -> int | None:
-    """The clinic of a valid, unrevoked key, else None."""
+@dataclass(frozen=True)
+class Caller:
+    clinic_id: int
+    api_key_id: int
+
+
+def caller_for_key(db: Session, key: str | None) -> Caller | None:
+    """The clinic and key row of a valid, unrevoked key, else None."""
     if not key:
         return None
     row = db.scalar(
@@ -31,13 +38,25 @@ def clinic_for_key(db: Session, key: str | None) -> int | None:
             ApiKey.prefix == key[:KEY_PREFIX_LENGTH], ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
         )
     )
-    return row.clinic_id if row is not None else None
+    return Caller(row.clinic_id, row.id) if row is not None else None
 
 
-def current_clinic(db: Annotated[Session, Depends(get_db)], x_api_key: Annotated[str | None, Header()] = None) -> int:
+def clinic_for_key(db: Session, key: str | None) -> int | None:
+    """The clinic of a valid, unrevoked key, else None."""
+    caller = caller_for_key(db, key)
+    return caller.clinic_id if caller is not None else None
+
+
+def current_caller(
+    db: Annotated[Session, Depends(get_db)], x_api_key: Annotated[str | None, Header()] = None
+) -> Caller:
     if not x_api_key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
-    clinic = clinic_for_key(db, x_api_key)
-    if clinic is None:
+    caller = caller_for_key(db, x_api_key)
+    if caller is None:
         raise HTTPException(401, "unknown or revoked API key", headers={"WWW-Authenticate": "ApiKey"})
-    return clinic
+    return caller
+
+
+def current_clinic(caller: Annotated[Caller, Depends(current_caller)]) -> int:
+    return caller.clinic_id

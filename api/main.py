@@ -11,13 +11,14 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.routers import cases, dashboard, health, icis, metrics
+from api.routers import audit, cases, dashboard, health, icis, metrics
 
 log = logging.getLogger("karyoflow.api")
 app = FastAPI(title="Karyoflow", version="0.1.0")
 app.include_router(health.router)
 app.include_router(icis.router)
 app.include_router(cases.router)
+app.include_router(audit.router)
 app.include_router(dashboard.router)
 app.include_router(metrics.router)
 app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")

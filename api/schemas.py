@@ -76,3 +76,12 @@ class CaseCreated(BaseModel):
 class CasePage(BaseModel):
     items: list[CaseSummary]
     next_cursor: str | None = None
+
+
+class AuditEventOut(BaseModel):
+    at: datetime
+    action: str  # case.created | case.deleted
+    case_id: str
+    reference: str
+    api_key_id: int | None  # the api_keys row of the key used (only its hash is stored)
+    detail: dict | None = None

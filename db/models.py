@@ -2,7 +2,8 @@
 
 clinics (tenants) own API keys and cases; a case has images (MCIs); an analysed image has
 chromosomes; every task execution leaves a task run; model versions record which weights made
-a result. Statuses are plain strings (portable between PostgreSQL and SQLite).
+a result; audit events record who created and erased which case. Statuses are plain strings
+(portable between PostgreSQL and SQLite).
 """
 
 from __future__ import annotations
@@ -123,6 +124,22 @@ class TaskRun(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what to a case, kept after the case itself is erased (so no foreign key to it):
+    the clinic, the API key used, the action ("case.created", "case.deleted"), the case's id
+    and reference."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    action: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[str] = mapped_column(String(36), index=True)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelVersion(Base):

@@ -131,3 +131,23 @@ def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
         finally:
             db_session.get_engine().dispose()
     _clear_cached_settings()
+
+
+def test_the_migrations_build_the_models_schema_on_sqlite(tmp_path: Path) -> None:
+    """Alembic's autogenerate finds nothing to add after `upgrade` (models and migrations agree;
+    the PostgreSQL counterpart runs against the service stack's database)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KARYO_DATABASE_URL", f"sqlite:///{tmp_path / 'migrated.db'}")
+        _clear_cached_settings()
+        try:
+            upgrade()
+            with db_session.get_engine().connect() as connection:
+                assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        finally:
+            db_session.get_engine().dispose()
+    _clear_cached_settings()

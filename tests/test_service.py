@@ -326,6 +326,13 @@ def test_a_finished_case_is_erased_and_storage_down_only_delays_it(
     assert db.scalar(select(func.count()).select_from(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids))) == 0
     assert httpx.get(url, headers=headers, timeout=30).status_code == 404
     assert httpx.delete(url, headers=headers, timeout=30).status_code == 404
+    # the audit trail outlives the case: created, then erased (once: the cut-short try left none)
+    audit = httpx.get(f"{stack.api_url}/v1/audit", params={"case_id": case_id}, headers=headers, timeout=30).json()
+    assert [e["action"] for e in audit] == ["case.deleted", "case.created"]
+    assert audit[0]["detail"] == {"images": 1} and audit[0]["api_key_id"] is not None
+    assert audit[0]["api_key_id"] == audit[1]["api_key_id"]
+    foreign = httpx.get(f"{stack.api_url}/v1/audit", params={"case_id": case_id}, headers={"X-API-Key": other})
+    assert foreign.json() == []  # another clinic sees none of it
 
 
 def test_an_unfinished_case_cannot_be_deleted(stack: Stack, store: ObjectStore, labelled_dir: Path) -> None:
@@ -343,6 +350,17 @@ def test_an_unfinished_case_cannot_be_deleted(stack: Stack, store: ObjectStore, 
     assert case["images"][0]["chromosome_count"] > 30
     assert karyo(["cases", "delete", case_id, "--api", stack.api_url, "--key", key]) == 0
     assert httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}).status_code == 404
+
+
+def test_the_migrations_build_the_models_schema_on_postgresql(stack: Stack, db: Session) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    assert db.get_bind().dialect.name == "postgresql"
+    assert compare_metadata(MigrationContext.configure(db.connection()), Base.metadata) == []
+    db.rollback()
 
 
 def test_client_commands(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:

@@ -16,10 +16,10 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.auth import current_clinic, get_db
+from api.auth import Caller, current_caller, current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
-from db.models import CASE_STATUSES, Case, CaseImage, ChromosomeRow, TaskRun
+from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
 from service.settings import Settings, get_settings
 from service.storage import ObjectStore, image_prefix
 
@@ -51,7 +51,7 @@ def enqueue(image_id: str) -> None:
 @router.post("", status_code=202, response_model=CaseCreated)
 async def create_case(
     files: list[UploadFile],
-    clinic_id: Annotated[int, Depends(current_clinic)],
+    caller: Annotated[Caller, Depends(current_caller)],
     db: Annotated[Session, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     reference: Annotated[str, Form(max_length=200)] = "",
@@ -74,9 +74,11 @@ async def create_case(
         for f in files
     ]
     store = get_store()
+    clinic_id = caller.clinic_id
     case = Case(clinic_id=clinic_id, reference=reference, status="received")
     db.add(case)
     db.flush()
+    db.add(_audit(caller, "case.created", case, {"images": len(checked)}))  # committed with the case
     images = []
     try:
         for position, item in enumerate(checked):
@@ -108,6 +110,17 @@ async def create_case(
         except Exception as error:  # the broker is down: the case is safe in the database
             log.warning("enqueue of %s failed (%s); the sweeper will retry", image.id, error)
     return CaseCreated(id=case.id, status=case.status, images=len(images))
+
+
+def _audit(caller: Caller, action: str, case: Case, detail: dict) -> AuditEvent:
+    return AuditEvent(
+        clinic_id=caller.clinic_id,
+        api_key_id=caller.api_key_id,
+        action=action,
+        case_id=case.id,
+        reference=case.reference,
+        detail=detail,
+    )
 
 
 def _read_object(key: str) -> bytes:
@@ -152,13 +165,15 @@ def get_case(
 
 @router.delete("/{case_id}", status_code=204, response_class=Response, responses={409: {}, 503: {}})
 def delete_case(
-    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+    case_id: str, caller: Annotated[Caller, Depends(current_caller)], db: Annotated[Session, Depends(get_db)]
 ) -> Response:
     """Erase a finished (done or failed) case: its originals, ICIs, masks, karyograms and
     reports, then its rows (chromosomes, task runs, images, the case). The case is marked
     `deleting` first and its rows go last, so a deletion cut short (storage down: 503) stays
     visible and is finished by repeating the request; nothing of the case is served meanwhile."""
+    clinic_id = caller.clinic_id
     case = _own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
+    erased = _audit(caller, "case.deleted", case, {"images": len(case.images)})
     if case.status not in ("done", "failed", "deleting"):
         raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
     case.status = "deleting"
@@ -175,6 +190,7 @@ def delete_case(
         db.execute(delete(TaskRun).where(TaskRun.case_id == case_id))
         db.execute(delete(CaseImage).where(CaseImage.case_id == case_id))
         db.execute(delete(Case).where(Case.id == case_id))
+        db.add(erased)  # in the transaction that removes the rows: recorded if and only if erased
         db.commit()
     except IntegrityError as error:  # a late task of a failed case wrote a row meanwhile
         db.rollback()
