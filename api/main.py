@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.routers import audit, cases, dashboard, health, icis, metrics
+from service.readiness import describe_error
 
 log = logging.getLogger("karyoflow.api")
 app = FastAPI(title="Karyoflow", version="0.1.0")
@@ -30,6 +31,5 @@ app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), 
 async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
     """The database is down, unreachable or overloaded: a 503 the client can retry, not a 500.
     The driver's message (hosts, users) goes to the log, not to the client."""
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    log.error("database unavailable: %s: %s", type(error).__name__, lines[0] if lines else "")
+    log.error("database unavailable: %s", describe_error(getattr(error, "orig", None) or error))
     return JSONResponse({"detail": "database unavailable; try again shortly"}, status_code=503)

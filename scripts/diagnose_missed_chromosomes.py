@@ -41,10 +41,11 @@ def main() -> None:
             raw = segment_images(model, [sample.image])[0]
             kept = select_chromosomes(raw, DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_MAX_CONTAINMENT)
             weak_kept = select_chromosomes(raw, RAW_SCORE, DEFAULT_MAX_CONTAINMENT)
-            found = {t for _, t in match_instances(mask_iou_matrix(kept.masks, sample.masks))}
-            raw_iou = mask_iou_matrix(raw.masks, sample.masks)
-            weak_iou = mask_iou_matrix(weak_kept.masks, sample.masks)
-            for t in range(len(sample.masks)):
+            truth = sample.masks  # drawn from the polygons on every access: once per MCI
+            found = {t for _, t in match_instances(mask_iou_matrix(kept.masks, truth))}
+            raw_iou = mask_iou_matrix(raw.masks, truth)
+            weak_iou = mask_iou_matrix(weak_kept.masks, truth)
+            for t in range(len(truth)):
                 tally["true"] += 1
                 if t in found:
                     tally["found"] += 1

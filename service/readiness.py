@@ -4,8 +4,8 @@ each with a short timeout, so a readiness probe answers in seconds even when a d
 Used by `GET /health/ready` (load balancers, compose/Kubernetes readiness), which answers only
 "ok"/"unavailable" per dependency (it needs no key, so no host names, users or driver messages
 leave the server: the reasons go to the API's log), and by `karyo stack status`, which runs the
-checks itself and prints the reasons. Liveness (`GET /health`) stays independent of the dependencies: restarting
-the API does not bring Redis back.
+checks itself and prints the reasons. Liveness (`GET /health`) stays independent of the
+dependencies: restarting the API does not bring Redis back.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from service.settings import Settings
 OK = "ok"
 
 
-def _reason(error: Exception) -> str:
-    lines = str(error).strip().splitlines()  # drivers append SQL and links on further lines
+def describe_error(error: BaseException) -> str:
+    """`Type: first line` of an error: drivers append SQL, parameters and links on further lines."""
+    lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
@@ -77,20 +78,14 @@ def check_redis(settings: Settings, timeout: float) -> None:
 
 def check_object_storage(settings: Settings, timeout: float) -> None:
     import urllib3
-    from minio import Minio
+
+    from service.storage import ObjectStore
 
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=urllib3.Retry(total=0))
-    client = Minio(
-        settings.s3_endpoint,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=settings.s3_secure,
-        region=settings.s3_region,
-        http_client=http,
-    )
+    store = ObjectStore(settings, http_client=http)
     # reachable with these credentials; a missing bucket is no fault (the API and the workers
     # create it at first use, compose's create-bucket job before)
-    client.bucket_exists(settings.bucket)
+    store.client.bucket_exists(store.bucket)
 
 
 CHECKS: dict[str, Callable[[Settings, float], None]] = {
@@ -108,5 +103,5 @@ def check_dependencies(settings: Settings, timeout: float = 2.0) -> dict[str, st
             check(settings, timeout)
             results[name] = OK
         except Exception as error:  # any failure is the answer, not a crash of the probe
-            results[name] = _reason(error)
+            results[name] = describe_error(error)
     return results

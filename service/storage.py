@@ -20,6 +20,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -38,7 +39,9 @@ class StoredObject:
 
 
 class ObjectStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, http_client: urllib3.PoolManager | None = None) -> None:
+        """`http_client`: the minio SDK's own (retries, long timeouts) unless given, e.g. a
+        probe's with short timeouts and no retries."""
         self.bucket = settings.bucket
         self.client = Minio(
             settings.s3_endpoint,
@@ -46,6 +49,7 @@ class ObjectStore:
             secret_key=settings.s3_secret_key,
             secure=settings.s3_secure,
             region=settings.s3_region,
+            http_client=http_client,
         )
 
     def ensure_bucket(self) -> None:

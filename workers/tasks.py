@@ -24,15 +24,16 @@ from minio.error import S3Error
 from PIL import Image
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
 from db.session import session_scope
 from karyoflow.classify.predictor import prediction_from_probabilities
-from karyoflow.pipeline import SegmentedCell, grey_from_bytes
+from karyoflow.pipeline import KaryotypeResult, SegmentedCell, grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
 from service.settings import get_settings
-from service.storage import image_prefix
+from service.storage import ObjectStore, image_prefix
 from workers.app import app
 from workers.runtime import get_karyotyper, get_store
 
@@ -85,28 +86,24 @@ def _png(array: np.ndarray) -> bytes:
 def _record(case_id: str, image_id: str | None, stage: str, task: Task, started: float, error: str | None = None):
     now = datetime.now(UTC)
     try:
-        _add_task_run(case_id, image_id, stage, task, started, now, error)
+        with session_scope() as session:
+            session.add(
+                TaskRun(
+                    case_id=case_id,
+                    image_id=image_id,
+                    stage=stage,
+                    task_id=task.request.id or "",
+                    worker=WORKER,
+                    status="ok" if error is None else "failed",
+                    started_at=datetime.fromtimestamp(started, UTC),
+                    finished_at=now,
+                    duration_ms=round((time.time() - started) * 1000, 1),
+                    retries=task.request.retries or 0,
+                    error=error,
+                )
+            )
     except IntegrityError:  # the case was deleted while the task ran: nothing to record it for
         log.info("%s of image %s not recorded: its case no longer exists", stage, image_id)
-
-
-def _add_task_run(case_id, image_id, stage, task, started, now, error) -> None:
-    with session_scope() as session:
-        session.add(
-            TaskRun(
-                case_id=case_id,
-                image_id=image_id,
-                stage=stage,
-                task_id=task.request.id or "",
-                worker=WORKER,
-                status="ok" if error is None else "failed",
-                started_at=datetime.fromtimestamp(started, UTC),
-                finished_at=now,
-                duration_ms=round((time.time() - started) * 1000, 1),
-                retries=task.request.retries or 0,
-                error=error,
-            )
-        )
 
 
 def _when_broker_is_up(enqueue: Callable[[], object], wait_s: float | None = None) -> None:
@@ -139,14 +136,17 @@ class ImageRef:
     prefix: str  # where the image's derived objects live
 
 
-def _case_erased(image_id: str) -> bool:
+def _erased(image: CaseImage | None) -> bool:
     """The image's case is being deleted, or is gone."""
+    return image is None or image.case.status == "deleting"
+
+
+def _case_erased(image_id: str) -> bool:
     with session_scope() as session:
-        image = session.get(CaseImage, image_id)
-        return image is None or image.case.status == "deleting"
+        return _erased(session.get(CaseImage, image_id))
 
 
-def _remove_erased(store, prefix: str) -> None:
+def _remove_erased(store: ObjectStore, prefix: str) -> None:
     """Remove what a task wrote for an image whose case was deleted meanwhile. Not retried: a
     retry would find the case gone and could no longer tell where its objects were, so a
     failure is logged with the prefix for an operator."""
@@ -245,7 +245,7 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
         # the case erased under this task (a late task of a failed case): not an outage to
         # retry; assemble skips the erased case
         if error.code == "NoSuchKey" and _case_erased(image_id):
-            return {"p": [], "ms": 0.0, "erased": True}
+            return {"p": [], "ms": 0.0}
         raise
     classify_started = time.perf_counter()
     canvas = karyotyper.canvas(ici, scale, level)[None]
@@ -257,6 +257,43 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
 
 def _modal(values: list[str]) -> str:
     return max(sorted(set(values)), key=values.count)
+
+
+def _save_result(
+    session: Session, image: CaseImage, result: KaryotypeResult, prefix: str, report_key: str, karyogram_key: str
+) -> None:
+    """The image's chromosome rows (replaced, not appended) and results; the case done with its
+    modal karyotype once every image is."""
+    image_id, case_id = image.id, image.case_id
+    session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
+    for chromosome in result.chromosomes:
+        session.add(
+            ChromosomeRow(
+                image_id=image_id,
+                number=chromosome.id,
+                label=chromosome.label,
+                class_index=chromosome.class_index,
+                score=chromosome.score,
+                detection_score=chromosome.detection_score,
+                bbox=list(chromosome.bbox),
+                ici_key=f"{prefix}/icis/{chromosome.candidate + 1}.png",
+                mask_key=f"{prefix}/masks/{chromosome.candidate + 1}.png",
+            )
+        )
+    image.status = "done"
+    image.chromosome_count = len(result.chromosomes)
+    image.karyotype = result.karyotype.iscn
+    image.abnormal = result.karyotype.abnormal
+    image.report_key, image.karyogram_key = report_key, karyogram_key
+    image.timings_ms = result.timings_ms
+    session.flush()
+    case = session.get(Case, case_id)
+    images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
+    if all(i.status == "done" for i in images) and case.status != "done":
+        karyotypes = [i.karyotype for i in images if i.karyotype]
+        case.karyotype = _modal(karyotypes) if karyotypes else None
+        case.abnormal = any(i.abnormal and i.karyotype == case.karyotype for i in images)
+        case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
 
 
 @app.task(base=CaseTask, bind=True, name="workers.tasks.assemble_image")
@@ -303,44 +340,14 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
     report_key, karyogram_key = f"{prefix}/report.json", f"{prefix}/karyogram.png"
     store.put(karyogram_key, png, "image/png")
     store.put(report_key, (json.dumps(report, indent=1) + "\n").encode(), "application/json")
-    erased = False
     with session_scope() as session:
         # the row lock serialises two deliveries of this task; the second finds the image done
         image = session.get(CaseImage, image_id, with_for_update=True)
-        if image is None or image.case.status == "deleting":  # deleted while this task wrote
-            erased = True
-        elif image.status == "done":
-            return "skipped"
-        else:
-            session.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id == image_id))
-            for chromosome in result.chromosomes:
-                session.add(
-                    ChromosomeRow(
-                        image_id=image_id,
-                        number=chromosome.id,
-                        label=chromosome.label,
-                        class_index=chromosome.class_index,
-                        score=chromosome.score,
-                        detection_score=chromosome.detection_score,
-                        bbox=list(chromosome.bbox),
-                        ici_key=f"{prefix}/icis/{chromosome.candidate + 1}.png",
-                        mask_key=f"{prefix}/masks/{chromosome.candidate + 1}.png",
-                    )
-                )
-            image.status = "done"
-            image.chromosome_count = len(result.chromosomes)
-            image.karyotype = result.karyotype.iscn
-            image.abnormal = result.karyotype.abnormal
-            image.report_key, image.karyogram_key = report_key, karyogram_key
-            image.timings_ms = result.timings_ms
-            session.flush()
-            case = session.get(Case, case_id)
-            images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
-            if all(i.status == "done" for i in images) and case.status != "done":
-                karyotypes = [i.karyotype for i in images if i.karyotype]
-                case.karyotype = _modal(karyotypes) if karyotypes else None
-                case.abnormal = any(i.abnormal and i.karyotype == case.karyotype for i in images)
-                case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
+        erased = _erased(image)  # deleted while this task wrote
+        if not erased:
+            if image.status == "done":
+                return "skipped"
+            _save_result(session, image, result, prefix, report_key, karyogram_key)
     if erased:
         _remove_erased(store, prefix)  # outside the row lock
         return "skipped"

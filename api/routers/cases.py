@@ -128,14 +128,11 @@ def _read_object(key: str) -> bytes:
     store = get_store()
     try:
         return store.get(key)
-    except S3Error as error:
-        if error.code == "NoSuchKey":  # not a passing outage: retrying will not help
+    except Exception as error:  # S3 errors, connection refused, timeouts
+        if isinstance(error, S3Error) and error.code == "NoSuchKey":  # retrying will not help
             log.error("object %s missing from storage", key)
             raise HTTPException(404, "the stored object is missing (reported to the service's log)") from error
-        log.error("object storage error reading %s: %s", key, error)
-        raise HTTPException(503, "object storage unavailable; try again shortly") from error
-    except Exception as error:  # connection refused, timeouts
-        log.error("object storage unreachable reading %s: %s", key, error)
+        log.error("object storage unavailable reading %s: %s", key, error)
         raise HTTPException(503, "object storage unavailable; try again shortly") from error
 
 
@@ -173,9 +170,9 @@ def delete_case(
     visible and is finished by repeating the request; nothing of the case is served meanwhile."""
     clinic_id = caller.clinic_id
     case = _own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
-    erased = _audit(caller, "case.deleted", case, {"images": len(case.images)})
     if case.status not in ("done", "failed", "deleting"):
         raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
+    erased = _audit(caller, "case.deleted", case, {"images": len(case.images)})
     case.status = "deleting"
     db.commit()
     try:

@@ -27,11 +27,11 @@ def ready(settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
     """Readiness: the database (reachable, migrated), Redis and the object storage (reachable with
     the credentials), each "ok" or "unavailable" (the reason is logged); 503 when any is not."""
     checks = check_dependencies(settings)
-    ready = all(result == OK for result in checks.values())
+    all_ok = all(result == OK for result in checks.values())
     for name, reason in checks.items():
         if reason != OK:
             log.warning("not ready: %s: %s", name, reason)
     # no key is needed here, so the reasons (hosts, users, driver messages) stay in the log
     public = {name: OK if reason == OK else "unavailable" for name, reason in checks.items()}
-    body = Readiness(status="ok" if ready else "unavailable", checks=public)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    body = Readiness(status="ok" if all_ok else "unavailable", checks=public)
+    return JSONResponse(body.model_dump(), status_code=200 if all_ok else 503)
