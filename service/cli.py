@@ -31,6 +31,7 @@ import httpx
 
 from karyoflow import cli as core_cli
 from karyoflow.files import write_atomically
+from karyoflow.inputs import InputError, find_images, load_image
 
 SERVICE_COMMANDS = {"stack", "submit", "cases", "throughput"}
 
@@ -291,7 +292,7 @@ def _png_bytes(path: Path) -> tuple[str, bytes]:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(core_cli._load_image(path)).save(buffer, format="PNG")
+    Image.fromarray(load_image(path)).save(buffer, format="PNG")
     return path.stem + ".png", buffer.getvalue()
 
 
@@ -344,7 +345,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     url, headers = _client(args)
     if args.cases < 1:
         raise core_cli.UsageError("--cases must be at least 1")
-    uploads = [_png_bytes(path) for path in core_cli._run_inputs(args.files)]
+    uploads = [_png_bytes(path) for path in find_images(args.files)]
     started = time.monotonic()
     case_ids = []
     for n in range(args.cases):
@@ -484,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except core_cli.UsageError as error:
+    except (core_cli.UsageError, InputError) as error:
         print(f"karyo: error: {error}", file=sys.stderr)
         return 2
     except httpx.HTTPError as error:

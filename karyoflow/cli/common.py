@@ -1,0 +1,81 @@
+"""What the command groups share: the usage error, arguments that recur, cell selection and the
+pipeline built from the pipeline arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPLIT = REPO_ROOT / "splits" / "bioimlab.json"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def write_json(path: Path, document: dict) -> None:
+    """Atomically: a reader never sees half a report."""
+    from karyoflow.files import write_atomically
+
+    write_atomically(path, (json.dumps(document, indent=1) + "\n").encode())
+
+
+def add_data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
+
+
+def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
+    parser.add_argument("--classify-weights", type=Path, default=None, help="default: models/chrnet4.pt")
+    parser.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
+    parser.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
+    parser.add_argument(
+        "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
+    )
+    parser.add_argument("--device", default=None)
+
+
+def split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:
+    """The cells of `--cases`, else of `--split`'s subset (checked to exist in DIR/ici), else None."""
+    from karyoflow.data.bioimlab import list_ici_cases
+    from karyoflow.data.split import read_split
+
+    if getattr(args, "cases", None):
+        cases = [str(c) for c in args.cases]
+    elif args.split is not None:
+        cases = read_split(args.split, subset or "val")
+    else:
+        return None
+    known = set(list_ici_cases(data_dir))
+    missing = [c for c in cases if c not in known]
+    if missing:
+        raise UsageError(f"cells not in {data_dir / 'ici'}: {', '.join(missing)}")
+    return cases
+
+
+def mci_cases(args: argparse.Namespace) -> list[str] | None:
+    """The cells of `--split`'s `--subset`, or None (every MCI) without a split file."""
+    from karyoflow.data.split import read_split
+
+    if args.split is None:
+        return None
+    return read_split(args.split, args.subset)
+
+
+def make_karyotyper(args: argparse.Namespace):
+    """The pipeline as the pipeline arguments (`add_pipeline_args`) ask for it."""
+    from karyoflow.pipeline import Karyotyper
+
+    kwargs = {}
+    if getattr(args, "score_threshold", None) is not None:
+        kwargs["score_threshold"] = args.score_threshold
+    return Karyotyper(
+        segmenter_weights=args.segment_weights,
+        classifier_weights=args.classify_weights,
+        device=args.device,
+        assignment=not getattr(args, "argmax", False),
+        segment_tta=getattr(args, "segment_tta", False),
+        **kwargs,
+    )
