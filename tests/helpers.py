@@ -1,8 +1,9 @@
-"""Helpers of the service tests: upload cells, wait for cases."""
+"""Helpers of the service tests: the stack's ports, upload cells, wait for cases."""
 
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,27 @@ from karyoflow.data.bioimlab import read_mci
 from service.stack import Stack
 
 TIMEOUT_S = 420
+
+# Every port a test stack listens on is moved by KARYO_TEST_PORT_OFFSET, so test runs on one
+# machine with offsets at least 100 apart do not collide (SeaweedFS's own ports follow its S3
+# port).
+PORT_OFFSET_ENV = "KARYO_TEST_PORT_OFFSET"
+
+
+def port_offset() -> int:
+    text = os.environ.get(PORT_OFFSET_ENV, "0")
+    try:
+        offset = int(text)
+    except ValueError:
+        raise ValueError(f"{PORT_OFFSET_ENV}={text!r} is not a whole number") from None
+    if not 0 <= offset <= 1000:
+        raise ValueError(f"{PORT_OFFSET_ENV}={offset}: want 0..1000 (every test port is moved by it)")
+    return offset
+
+
+def offset_port(base: int) -> int:
+    """`base` moved by the run's port offset."""
+    return base + port_offset()
 
 
 def png_of(path: Path) -> bytes:

@@ -26,7 +26,7 @@ from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
 from service.stack import Stack
 from service.storage import ObjectStore
-from tests.helpers import png_of, submit, wait_done, wait_status
+from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -389,11 +389,13 @@ def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, 
     from service.cli import main as karyo
 
     monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
-    ports = ["--api-port", "8721", "--redis-port", "6392", "--s3-port", "18433", "--flower-port", "5577"]
+    # beside the session stack's ports; S3 50 above its (SeaweedFS's other ports follow S3's)
+    api_port = offset_port(8721)
+    ports = ["--api-port", str(api_port), "--redis-port", str(offset_port(6392)), "--s3-port", str(offset_port(18383))]
     try:
-        assert karyo(["stack", "up", "--sqlite", *ports]) == 0
+        assert karyo(["stack", "up", "--sqlite", *ports, "--flower-port", str(offset_port(5577))]) == 0
         printed = capsys.readouterr().out
-        assert "http://127.0.0.1:8721" in printed and "kf_" in printed
+        assert f"http://127.0.0.1:{api_port}" in printed and "kf_" in printed
         assert karyo(["stack", "status"]) == 0
         status = capsys.readouterr().out
         assert "segment 0" in status and "/health 200  /health/ready 200" in status and "STOPPED" not in status
