@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from service.settings import Settings
-from service.stack import Stack, StackConfig
-from service.storage import ObjectStore
+from infra.settings import Settings
+from infra.storage import ObjectStore
+from service.devstack.stack import Stack, StackConfig
 from tests.helpers import offset_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,17 +1,17 @@
-"""Helpers of the service tests: the stack's ports, upload cells, wait for cases."""
+"""Helpers of the service tests: the stack's ports; upload cells and wait for cases through the
+API's client (service.client.http), as a lab's software would."""
 
 from __future__ import annotations
 
 import io
 import os
-import time
 from pathlib import Path
 
-import httpx
 from PIL import Image
 
 from karyoflow.data.bioimlab import read_mci
-from service.stack import Stack
+from service.client.http import Case, CaseTimeout, KaryoflowClient
+from service.devstack.stack import Stack
 
 TIMEOUT_S = 420
 
@@ -43,26 +43,21 @@ def png_of(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def client(stack: Stack, key: str) -> KaryoflowClient:
+    return KaryoflowClient(stack.api_url, key)
+
+
 def submit(stack: Stack, key: str, paths: list[Path], reference: str = "") -> str:
-    files = [("files", (p.stem + ".png", png_of(p), "image/png")) for p in paths]
-    response = httpx.post(
-        f"{stack.api_url}/v1/cases", files=files, data={"reference": reference}, headers={"X-API-Key": key}, timeout=60
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
+    with client(stack, key) as api:
+        return api.submit_case([(p.stem + ".png", png_of(p)) for p in paths], reference)["id"]
 
 
-def wait_done(stack: Stack, key: str, case_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, dict]:
-    deadline = time.time() + timeout
-    cases: dict[str, dict] = {}
-    while time.time() < deadline:
-        cases = {
-            case_id: httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
-            for case_id in case_ids
-        }
-        if all(c["status"] in ("done", "failed") for c in cases.values()):
-            break
-        time.sleep(1)
+def wait_done(stack: Stack, key: str, case_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Case]:
+    with client(stack, key) as api:
+        try:
+            cases = api.wait_finished(case_ids, timeout)
+        except CaseTimeout as error:
+            raise AssertionError(str(error)) from None
     assert all(c["status"] == "done" for c in cases.values()), {
         k: (c["status"], c.get("error")) for k, c in cases.items()
     }
@@ -70,10 +65,8 @@ def wait_done(stack: Stack, key: str, case_ids: list[str], timeout: float = TIME
 
 
 def wait_status(stack: Stack, key: str, case_id: str, status: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        now = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
-        if now["status"] == status:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"case {case_id} never reached {status}")
+    with client(stack, key) as api:
+        try:
+            api.wait_status(case_id, status, timeout)
+        except CaseTimeout:
+            raise AssertionError(f"case {case_id} never reached {status}") from None

@@ -1,5 +1,5 @@
 """The distributed service end to end: real Redis (its own redis-server), PostgreSQL, SeaweedFS
-S3, the API under uvicorn, two Celery worker processes and the sweeper (service.stack)."""
+S3, the API under uvicorn, two Celery worker processes and the sweeper (service.devstack.stack)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Case, CaseImage, ChromosomeRow, ModelVersion, TaskRun
+from infra.storage import ObjectStore
 from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
-from service.stack import Stack
-from service.storage import ObjectStore
+from service.devstack.stack import Stack
 from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
 
 pytestmark = pytest.mark.slow
@@ -204,8 +204,8 @@ def test_readiness_follows_the_dependencies(stack: Stack) -> None:
         stack.start_redis()
     assert httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200
     # a wrong S3 secret (an IT misconfiguration) is named as such, not as "ok"
-    from service.readiness import check_dependencies
-    from service.settings import Settings
+    from api.readiness import check_dependencies
+    from infra.settings import Settings
 
     env = stack.env
     wrong = Settings(
@@ -229,7 +229,7 @@ def test_a_broker_outage_leaves_the_case_to_the_sweeper_other_errors_fail_it(
     error fails it with the stage and the reason. Redis is down during the upload, so no worker
     touches the case meanwhile."""
     from db import session as db_session
-    from service.settings import get_settings
+    from infra.settings import get_settings
     from workers.tasks import segment_image  # imported (torch and all) before the clock starts
 
     key = stack.create_clinic("Clinic Broker")

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, UploadFile
 from api.auth import current_clinic
 from api.deps import get_classifier
 from api.schemas import CellClassification, IciClassification
-from api.settings import Settings, get_settings
 from api.uploads import check_image
+from infra.settings import Settings, get_settings
 from karyoflow.classify.predictor import ChromosomeClassifier
 
 router = APIRouter(prefix="/v1/icis", tags=["icis"])
