@@ -19,7 +19,6 @@ from PIL import Image
 
 from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
-from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
     DEFAULT_LOSS_PENALTY,
@@ -28,9 +27,9 @@ from karyoflow.karyotype import (
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
+from karyoflow.resources import default_classifier_weights, default_segmenter_weights
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
-from karyoflow.segment.predictor import DEFAULT_WEIGHTS as DEFAULT_SEGMENTER
 from karyoflow.segment.predictor import load_segmenter, segment_images
 from karyoflow.straighten import straighten
 from karyoflow.weights_io import sha256_of
@@ -148,8 +147,8 @@ class Karyotyper:
         if device == "cpu":
             torch.set_flush_denormal(True)
         self.device = torch.device(device)
-        segmenter_path = Path(segmenter_weights or DEFAULT_SEGMENTER)
-        classifier_path = Path(classifier_weights or DEFAULT_CLASSIFIER)
+        segmenter_path = Path(segmenter_weights or default_segmenter_weights())
+        classifier_path = Path(classifier_weights or default_classifier_weights())
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
         self.classifier = ChromosomeClassifier(classifier_path, device=device)
         self.score_threshold = score_threshold

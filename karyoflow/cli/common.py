@@ -7,8 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPLIT = REPO_ROOT / "splits" / "bioimlab.json"
+from karyoflow.resources import default_split
+
+DEFAULT_SPLIT = default_split()
 
 
 class UsageError(Exception):
