@@ -60,26 +60,26 @@ def _split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -
 
 
 def cmd_data_split(args: argparse.Namespace) -> int:
-    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
-    from karyoflow.data.split import make_split, write_split
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.split import make_split_for, write_split
 
     data_dir = resolve_data_dir(args.data)
-    split = make_split(list_ici_cases(data_dir), args.val_cells, args.seed)
+    split = make_split_for(data_dir, val_cells=args.val_cells, val_fraction=args.val_fraction, seed=args.seed)
     write_split(split, args.out)
-    print(f"{len(split['train'])} train cells, {len(split['val'])} val cells -> {args.out}")
+    print(f"{len(split['train'])} train cells, {len(split['val'])} val cells ({split['unit']} split) -> {args.out}")
     return 0
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
     from karyoflow.classify.train import TrainConfig, train_classifier
-    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
-    from karyoflow.data.split import make_split, read_split, write_split
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.split import make_split_for, read_split, write_split
     from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     split_path: Path = args.split
     if not split_path.is_file():
-        write_split(make_split(list_ici_cases(data_dir)), split_path)
+        write_split(make_split_for(data_dir), split_path)
         print(f"wrote a new split to {split_path}")
     split = read_split(split_path)
     config = TrainConfig(
@@ -513,8 +513,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
+    """Cells given as their ICIs: classify, assign, compare the ISCN with the labels'."""
+    import torch
+    from tqdm import tqdm
+
+    from karyoflow.cell_eval import evaluate_cells
+    from karyoflow.classify.evaluate import predict_probabilities
+    from karyoflow.classify.preprocess import Preprocessing
+    from karyoflow.classify.weights import default_weights, load_weights, weights_stain
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.icis import case_of_cell, ici_layout, layout_stain, read_ici_cells
+    from karyoflow.device import pick_device
+
+    data_dir = resolve_data_dir(args.data)
+    cells = _split_cases(args, data_dir, args.subset)
+    layout, stain = ici_layout(data_dir), layout_stain(data_dir)
+    weights = args.classify_weights or default_weights(stain)
+    device = pick_device(args.device)
+    model, meta = load_weights(weights, device)
+    if weights_stain(meta) != stain:
+        raise UsageError(f"{weights} was trained on {weights_stain(meta)}-band ICIs; {data_dir} is {stain}-band")
+    preprocessing = Preprocessing.from_meta(meta)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+    def classify_cell(images: list) -> object:
+        canvases = torch.from_numpy(preprocessing.prepare(images).canvases)[:, None]
+        return predict_probabilities(model, canvases, tta=args.tta, device=device).numpy()
+
+    started = time.time()
+    report = evaluate_cells(
+        read_ici_cells(data_dir, cells),
+        lambda cell: case_of_cell(cell, layout),
+        classify_cell,
+        progress=lambda items: tqdm(items, desc="calling cells"),
+    )
+    report.update(
+        {
+            "data": str(data_dir),
+            "stain": stain,
+            "weights": str(weights),
+            "tta": args.tta,
+            "seconds": round(time.time() - started, 1),
+        }
+    )
+    _write_json(args.json, report)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    print(
+        f"{report['n']} cells, {report['n_icis']} ICIs  ICI accuracy {pct(report['ici_accuracy_argmax'])} argmax, "
+        f"{pct(report['ici_accuracy_assigned'])} assigned  karyotype exact {pct(report['karyotype_accuracy'])}  "
+        f"false abnormal {pct(report['false_abnormal_rate'])}  sensitivity {pct(report['sensitivity'])}"
+    )
+    for row in report["constitutional"]:
+        print(f"  {row['cell']}: true {row['truth']}, called {row['called']}{'' if row['exact'] else '  <- wrong'}")
+    print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    if args.icis:
+        return cmd_eval_karyotype_icis(args)
 
     from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
     from karyoflow.joint_eval import evaluate_joint
@@ -642,7 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     split = data.add_parser("split", help="write a seeded train/val split by cell")
     data_arg(split)
     split.add_argument("--out", type=Path, default=DEFAULT_SPLIT)
-    split.add_argument("--val-cells", type=int, default=16)
+    split.add_argument("--val-cells", type=int, default=16, help="BioImLab layout: validation cells")
+    split.add_argument(
+        "--val-fraction", type=float, default=0.2, help="G-band layout: share of cases in validation, by stratum"
+    )
     split.add_argument("--seed", type=int, default=2026)
     split.set_defaults(func=cmd_data_split)
     coco = data.add_parser("coco", help="export MCIs' polygons as COCO instances JSON")
@@ -756,6 +823,10 @@ def build_parser() -> argparse.ArgumentParser:
     ek.add_argument("--split", type=Path, default=None, help="split file (default: every MCI in DIR)")
     ek.add_argument("--subset", default="val")
     ek.add_argument("--json", type=Path, required=True)
+    ek.add_argument(
+        "--icis", action="store_true", help="cells given as their ICIs (DIR/ici/...): classify, assign, compare ISCN"
+    )
+    ek.add_argument("--tta", action="store_true", help="with --icis: average over the four flips")
     pipeline_arg(ek)
     ek.set_defaults(func=cmd_eval_karyotype)
 

@@ -11,8 +11,28 @@ from karyoflow.weights_io import WeightsError, load_checked, save_fp16, sha256_o
 
 WEIGHTS_FORMAT = "karyoflow-chrnet4/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "chrnet4.pt"
+DEFAULT_GBAND_WEIGHTS = DEFAULT_WEIGHTS.with_name("chrnet4-gband.pt")
 
-__all__ = ["DEFAULT_WEIGHTS", "WeightsError", "load_weights", "save_weights", "sha256_of"]
+__all__ = [
+    "DEFAULT_GBAND_WEIGHTS",
+    "DEFAULT_WEIGHTS",
+    "WeightsError",
+    "default_weights",
+    "load_weights",
+    "save_weights",
+    "sha256_of",
+    "weights_stain",
+]
+
+
+def default_weights(stain: str) -> Path:
+    """The committed ChrNet4 for a stain: Q-band (BioImLab) or G-band."""
+    return DEFAULT_GBAND_WEIGHTS if stain == "g" else DEFAULT_WEIGHTS
+
+
+def weights_stain(meta: dict) -> str:
+    """The stain a ChrNet4 was trained on (weights from before stains were recorded: Q-band)."""
+    return str(meta.get("stain", "q"))
 
 
 def save_weights(model: ChrNet4, path: Path, meta: dict) -> str:
