@@ -443,12 +443,18 @@ def _karyotyper(args: argparse.Namespace):
     kwargs = {}
     if getattr(args, "score_threshold", None) is not None:
         kwargs["score_threshold"] = args.score_threshold
+    if args.classify_weights is not None:  # used for the stain it was trained on
+        from karyoflow.classify.weights import load_weights, weights_stain
+
+        kwargs["classifier_weights_by_stain"] = {
+            weights_stain(load_weights(args.classify_weights)[1]): args.classify_weights
+        }
     return Karyotyper(
         segmenter_weights=args.segment_weights,
-        classifier_weights=args.classify_weights,
         device=args.device,
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),
+        stain=getattr(args, "stain", "auto"),
         **kwargs,
     )
 
@@ -489,22 +495,76 @@ def _load_image(path: Path):
         raise UsageError(f"{path}: cannot read the image ({error})") from error
 
 
+def _ici_cells(paths: list[Path]) -> list[tuple[Path, list[Path]]]:
+    """Cells given as folders of their chromosome images (one image per chromosome)."""
+    cells = []
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"{path}: with --icis, give folders, each holding one cell's chromosome images")
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES - {".json"})
+        if not files:
+            raise UsageError(f"{path}: no chromosome images (PNG, JPEG, TIFF, BMP) in it")
+        cells.append((path, files))
+    return cells
+
+
+def _run_icis(args: argparse.Namespace) -> list:
+    """`karyo run --icis`: each folder is one cell given as its cut-out chromosomes."""
+    from karyoflow.classify.predictor import ChromosomeClassifier
+    from karyoflow.classify.weights import default_weights
+    from karyoflow.ici_cell import karyotype_icis
+    from karyoflow.stain import resolve_stain
+
+    cells = [(folder, files, [_load_image(f) for f in files]) for folder, files in _ici_cells(args.inputs)]
+    classifiers: dict[str, tuple[ChromosomeClassifier, Path]] = {}
+    results = []
+    for folder, files, images in cells:
+        stain = resolve_stain(args.stain, images)
+        if stain not in classifiers:
+            weights = args.classify_weights or default_weights(stain)
+            if not Path(weights).is_file():
+                raise UsageError(f"no {stain.upper()}-band classifier at {weights}")
+            classifiers[stain] = (ChromosomeClassifier(weights, args.device), Path(weights))
+        classifier, weights = classifiers[stain]
+        try:
+            result = karyotype_icis(
+                classifier,
+                images,
+                [f.name for f in files],
+                stain,
+                cell_name=folder.name,
+                assignment=not args.argmax,
+                weights_path=weights,
+            )
+        except ValueError as error:
+            raise UsageError(f"{folder}: {error}") from error
+        results.append((folder, result))
+    return results
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from karyoflow.report import render_outputs, validate_report, write_atomically
 
-    inputs = _run_inputs(args.inputs)
-    images = [(path, _load_image(path)) for path in inputs]  # every input readable before any work
-    karyotyper = _karyotyper(args)
+    if args.icis:
+        analysed = _run_icis(args)
+    else:
+        inputs = _run_inputs(args.inputs)
+        images = [(path, _load_image(path)) for path in inputs]  # every input readable before any work
+        karyotyper = _karyotyper(args)
+        analysed = (
+            (path, karyotyper.analyse(image, path.name))
+            for path, image in tqdm(images, desc="karyotyping", disable=len(images) < 2 or args.quiet)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, image in tqdm(images, desc="karyotyping", disable=len(images) < 2 or args.quiet):
-        result = karyotyper.analyse(image, path.name)
+    for path, result in analysed:
         report, png = render_outputs(result)
         validate_report(report)
-        write_atomically(args.out / f"{path.stem}.png", png)
-        write_atomically(args.out / f"{path.stem}.json", (json.dumps(report, indent=1) + "\n").encode())
+        name = path.name if path.is_dir() else path.stem  # a cell folder's name may hold dots
+        write_atomically(args.out / f"{name}.png", png)
+        write_atomically(args.out / f"{name}.json", (json.dumps(report, indent=1) + "\n").encode())
         rows.append((path.name, report["karyotype"], report["chromosome_count"], sum(report["timings_ms"].values())))
     width = max(len(name) for name, *_ in rows)
     for name, karyotype, count, total_ms in rows:
@@ -694,13 +754,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     def pipeline_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
-        p.add_argument("--classify-weights", type=Path, default=None, help="default: models/chrnet4.pt")
+        p.add_argument(
+            "--classify-weights",
+            type=Path,
+            default=None,
+            help="ChrNet4 weights, used for the stain they were trained on (default: models/chrnet4.pt for Q-band, "
+            "models/chrnet4-gband.pt for G-band)",
+        )
         p.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
         p.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
         p.add_argument(
             "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
         )
         p.add_argument("--device", default=None)
+        p.add_argument(
+            "--stain",
+            choices=["q", "g", "auto"],
+            default="auto",
+            help="Q-band fluorescence, G-band brightfield, or auto (a bright background means G)",
+        )
 
     data = commands.add_parser("data", help="data preparation").add_subparsers(dest="what", required=True)
     split = data.add_parser("split", help="write a seeded train/val split by cell")
@@ -858,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="+", type=Path, help="images (PNG/JPEG/TIFF/BMP, labelme JSON) or folders")
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--icis", action="store_true", help="each input is a folder holding one cell's cut-out chromosome images"
+    )
     pipeline_arg(run)
     run.set_defaults(func=cmd_run)
 

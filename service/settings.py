@@ -13,7 +13,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KARYO_")
 
     # models
-    classifier_weights: Path | None = None  # default: models/chrnet4.pt
+    classifier_weights: Path | None = None  # Q-band ChrNet4; default: models/chrnet4.pt
+    classifier_weights_gband: Path | None = None  # G-band ChrNet4; default: models/chrnet4-gband.pt
     segmenter_weights: Path | None = None  # default: models/chrrender.pt
     device: str | None = None  # cpu or cuda; default: cuda when present
     # a second, mirrored segmentation pass fused with the first (docs/segmentation.md): +1 box
