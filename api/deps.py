@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from api.settings import get_settings
+from infra.settings import get_settings
 from karyoflow.classify.predictor import ChromosomeClassifier
 from karyoflow.classify.weights import default_weights
 

@@ -42,7 +42,8 @@ class Clinic(Base):
 
 
 class ApiKey(Base):
-    """Only a SHA-256 of the key is stored; `prefix` (its first 8 characters) finds the row."""
+    """Only a SHA-256 of the key is stored; `prefix`, its first `db.admin.KEY_PREFIX_LENGTH` (12)
+    characters ("kf_" and 9 more), finds the row."""
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

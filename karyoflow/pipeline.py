@@ -26,7 +26,6 @@ from PIL import Image
 
 from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
-from karyoflow.classify.weights import default_weights as default_classifier_weights
 from karyoflow.classify.weights import weights_stain
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
@@ -36,9 +35,9 @@ from karyoflow.karyotype import (
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
+from karyoflow.resources import default_classifier_weights, default_segmenter_weights
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
-from karyoflow.segment.predictor import DEFAULT_WEIGHTS as DEFAULT_SEGMENTER
 from karyoflow.segment.predictor import load_segmenter, segment_images
 from karyoflow.stain import STAIN_NAMES, Stain, StainChoice, check_stain, resolve_stain, to_bright_on_dark
 from karyoflow.straighten import straighten
@@ -173,7 +172,7 @@ class Karyotyper:
             torch.set_flush_denormal(True)
         self.device = torch.device(device)
         self.stain: StainChoice = check_stain(stain)
-        segmenter_path = Path(segmenter_weights or DEFAULT_SEGMENTER)
+        segmenter_path = Path(segmenter_weights or default_segmenter_weights())
         self.classifier_paths: dict[str, Path] = {
             "q": Path(classifier_weights or default_classifier_weights("q")),
             "g": default_classifier_weights("g"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from functools import cache
-from pathlib import Path
 
 import jsonschema
 from pycocotools import mask as mask_utils
@@ -15,14 +14,14 @@ from karyoflow.files import write_atomically
 from karyoflow.karyogram import render_karyogram
 from karyoflow.karyotype import CLINICAL_NOTE
 from karyoflow.pipeline import KaryotypeResult
+from karyoflow.resources import report_schema_path
 
 __all__ = ["build_report", "render_outputs", "validate_report", "write_atomically"]
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "report.schema.json"
 
 
 @cache
 def report_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    return json.loads(report_schema_path().read_text())
 
 
 def validate_report(report: dict) -> None:

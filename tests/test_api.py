@@ -12,8 +12,8 @@ from api.main import app
 from db import session as db_session
 from db.admin import create_clinic
 from db.migrate import upgrade
+from infra.settings import get_settings
 from karyoflow.data.bioimlab import read_ici_case
-from service.settings import get_settings
 
 client = TestClient(app)
 
@@ -95,7 +95,7 @@ def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
     reasons, also for an SQLite database that is missing, unmigrated or behind the code."""
     import sqlite3
 
-    from service.readiness import check_dependencies
+    from api.readiness import check_dependencies
 
     dead = {
         "KARYO_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/karyoflow",

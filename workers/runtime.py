@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from infra.settings import get_settings
+from infra.storage import ObjectStore
 from karyoflow.pipeline import Karyotyper
-from service.settings import get_settings
-from service.storage import ObjectStore
 
 
 @lru_cache

@@ -29,11 +29,11 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
 from db.session import session_scope
+from infra.settings import get_settings
+from infra.storage import ObjectStore, image_prefix
 from karyoflow.classify.predictor import prediction_from_probabilities
 from karyoflow.pipeline import KaryotypeResult, SegmentedCell, grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
-from service.settings import get_settings
-from service.storage import ObjectStore, image_prefix
 from workers.app import app
 from workers.runtime import get_karyotyper, get_store
 

@@ -20,8 +20,8 @@ from api.auth import Caller, current_caller, current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
-from service.settings import Settings, get_settings
-from service.storage import ObjectStore, image_prefix
+from infra.settings import Settings, get_settings
+from infra.storage import ObjectStore, image_prefix
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")

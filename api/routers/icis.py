@@ -14,8 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from api.auth import current_clinic
 from api.deps import get_classifier
 from api.schemas import CellClassification, IciClassification
-from api.settings import Settings, get_settings
 from api.uploads import check_image
+from infra.settings import Settings, get_settings
 from karyoflow.classify.weights import WeightsError
 from karyoflow.karyotype import assign_karyotype
 from karyoflow.labels import LABELS

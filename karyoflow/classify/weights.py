@@ -7,27 +7,17 @@ from pathlib import Path
 import torch
 
 from karyoflow.classify.model import ChrNet4
+from karyoflow.resources import default_classifier_weights
 from karyoflow.weights_io import WeightsError, load_checked, save_fp16, sha256_of
 
 WEIGHTS_FORMAT = "karyoflow-chrnet4/1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "chrnet4.pt"
-DEFAULT_GBAND_WEIGHTS = DEFAULT_WEIGHTS.with_name("chrnet4-gband.pt")
 
-__all__ = [
-    "DEFAULT_GBAND_WEIGHTS",
-    "DEFAULT_WEIGHTS",
-    "WeightsError",
-    "default_weights",
-    "load_weights",
-    "save_weights",
-    "sha256_of",
-    "weights_stain",
-]
+__all__ = ["WeightsError", "default_weights", "load_weights", "save_weights", "sha256_of", "weights_stain"]
 
 
 def default_weights(stain: str) -> Path:
-    """The committed ChrNet4 for a stain: Q-band (BioImLab) or G-band."""
-    return DEFAULT_GBAND_WEIGHTS if stain == "g" else DEFAULT_WEIGHTS
+    """The shipped ChrNet4 for a stain: Q-band (BioImLab) or G-band."""
+    return default_classifier_weights(stain)
 
 
 def weights_stain(meta: dict) -> str:
@@ -41,7 +31,7 @@ def save_weights(model: ChrNet4, path: Path, meta: dict) -> str:
 
 
 def load_weights(path: Path | None, device: torch.device | str = "cpu") -> tuple[ChrNet4, dict]:
-    state, meta = load_checked(Path(path or DEFAULT_WEIGHTS), WEIGHTS_FORMAT, "karyo train classify")
+    state, meta = load_checked(Path(path or default_classifier_weights()), WEIGHTS_FORMAT, "karyo train classify")
     model = ChrNet4(blocks_per_stage=tuple(meta.get("blocks_per_stage", (2, 1, 3, 2))))
     model.load_state_dict(state)
     return model.to(device).eval(), meta

@@ -138,3 +138,9 @@ def list_mcis(data_dir: Path) -> list[Path]:
         raise DataError(f"{data_dir} has no mci/ folder (BioImLab layout expected)")
     paths = [p for p in mci_dir.iterdir() if MCI_NAME.match(p.name)]
     return sorted(paths, key=lambda p: case_sort_key(MCI_NAME.match(p.name)["case"]) + (p.name,))
+
+
+def mci_case(path: Path) -> str:
+    """The cell an MCI file belongs to (`original_107a.json` -> "107"); "" for other names."""
+    match = MCI_NAME.match(path.name)
+    return match["case"] if match else ""

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from karyoflow.data.bioimlab import DataError, case_sort_key
+from karyoflow.data.bioimlab import MCI_NAME, DataError, case_sort_key, list_mcis
 
 LABELLED_JOINT_TEST_CELLS = ("1", "2", "3", "4", "7", "8", "106", "107")
 DEFAULT_VAL_CELLS = 16
@@ -153,3 +153,14 @@ def make_split_for(
     changes = {cell: cell_change(records) for cell, records in cells.items()}
     split = make_case_split(changes, {cell: case_of_cell(cell, layout) for cell in cells}, val_fraction, seed)
     return {"layout": layout, **split}
+
+
+def validation_cells_among(folder: Path, val_cases: set[str]) -> list[str]:
+    """The validation cells that a folder of extra training MCIs holds, in cell order. Extra
+    training MCIs must hold none: a semi-synthetic MCI (`karyo data synth`) of a validation cell
+    shows its chromosomes to the model. A folder without MCIs is an error."""
+    paths = list_mcis(folder)
+    if not paths:
+        raise DataError(f"no MCIs in {folder / 'mci'}")
+    cases = {MCI_NAME.match(path.name)["case"] for path in paths}  # list_mcis keeps only matches
+    return sorted(cases & val_cases, key=int)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from karyoflow.data.bioimlab import load_grey, read_ici_case
 from karyoflow.files import write_atomically
+from karyoflow.labels import LABELS
 from karyoflow.straighten import FOREGROUND_LEVEL, rotate_expand
 
 WIDTH, HEIGHT = 768, 576
@@ -169,3 +172,35 @@ def labelme_document(mci: SyntheticMci, image_path: str) -> dict:
 
 def write_labelme(mci: SyntheticMci, path: Path) -> None:
     write_atomically(path, json.dumps(labelme_document(mci, path.with_suffix(".png").name)).encode())
+
+
+def synthesize_folder(
+    data_dir: Path,
+    cases: list[str],
+    out: Path,
+    per_cell: int = 1,
+    touching: float = 0.15,
+    overlapping: float = 0.05,
+    seed: int = 0,
+    progress: Callable[[Iterable[str]], Iterable[str]] = lambda cases: cases,
+) -> int:
+    """`per_cell` semi-synthetic MCIs of each cell, written to `out/mci/original_<case><a..>.json`
+    with a README saying how they were made; returns how many were written."""
+    if not 1 <= per_cell <= 26:
+        raise ValueError("per_cell must be 1..26 (one letter per picture)")
+    rng = np.random.default_rng(seed)
+    written = 0
+    for case in progress(cases):
+        icis = [(LABELS[r.class_index], load_grey(r.path)) for r in read_ici_case(data_dir, case)]
+        for picture in range(per_cell):
+            mci = synthesize_mci(icis, rng, touching=touching, overlapping=overlapping)
+            write_labelme(mci, out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json")
+            written += 1
+    (out / "README.md").write_text(
+        "# Semi-synthetic metaphases\n\n"
+        f"Made by `karyo data synth` from the ICIs of {len(cases)} cells of {data_dir} "
+        f"(seed {seed}, touching {touching}, overlapping {overlapping}). "
+        "Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded and one "
+        "polygon per chromosome labelled with its class.\n"
+    )
+    return written
