@@ -14,7 +14,8 @@ class Settings(BaseSettings):
 
     # models
     # default: the shipped weights (models/ of the checkout or the wheel; KARYO_MODELS_DIR moves them)
-    classifier_weights: Path | None = None
+    classifier_weights: Path | None = None  # Q-band ChrNet4 (chrnet4.pt)
+    classifier_weights_gband: Path | None = None  # G-band ChrNet4 (chrnet4-gband.pt)
     segmenter_weights: Path | None = None
     device: str | None = None  # cpu or cuda; default: cuda when present
     # a second, mirrored segmentation pass fused with the first (docs/segmentation.md): +1 box

@@ -16,6 +16,7 @@ from pathlib import Path
 
 MODELS_DIR_ENV = "KARYO_MODELS_DIR"
 CLASSIFIER_FILE = "chrnet4.pt"
+GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
 SEGMENTER_FILE = "chrrender.pt"
 
 
@@ -32,8 +33,9 @@ def models_dir() -> Path:
     return Path(override).expanduser() if override else shipped_dir("models")
 
 
-def default_classifier_weights() -> Path:
-    return models_dir() / CLASSIFIER_FILE
+def default_classifier_weights(stain: str = "q") -> Path:
+    """The shipped ChrNet4 for a stain: Q-band (chrnet4.pt) or G-band (chrnet4-gband.pt)."""
+    return models_dir() / (GBAND_CLASSIFIER_FILE if stain == "g" else CLASSIFIER_FILE)
 
 
 def default_segmenter_weights() -> Path:

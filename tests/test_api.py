@@ -77,7 +77,11 @@ def test_bad_uploads_get_4xx_with_a_reason(api_key: str) -> None:
     assert not_image.status_code == 422 and "a.bmp: not a readable" in not_image.text
     black = post("b.png", _png(np.zeros((40, 20), np.uint8)))
     assert black.status_code == 422 and "b.png: the image is empty" in black.text
-    tiny = post("c.png", _png(np.full((2, 30), 200, np.uint8)))
+    white = post("w.png", _png(np.full((40, 20), 255, np.uint8)))  # G-band's background and nothing on it
+    assert white.status_code == 422 and "w.png: the image is empty" in white.text
+    banded = np.full((2, 30), 200, np.uint8)
+    banded[:, ::3] = 40
+    tiny = post("c.png", _png(banded))
     assert tiny.status_code == 422 and "too small for a chromosome image" in tiny.text
     gif = io.BytesIO()
     Image.fromarray(np.full((40, 20), 200, np.uint8)).save(gif, format="GIF")

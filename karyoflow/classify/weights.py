@@ -12,7 +12,17 @@ from karyoflow.weights_io import WeightsError, load_checked, save_fp16, sha256_o
 
 WEIGHTS_FORMAT = "karyoflow-chrnet4/1"
 
-__all__ = ["WeightsError", "load_weights", "save_weights", "sha256_of"]
+__all__ = ["WeightsError", "default_weights", "load_weights", "save_weights", "sha256_of", "weights_stain"]
+
+
+def default_weights(stain: str) -> Path:
+    """The shipped ChrNet4 for a stain: Q-band (BioImLab) or G-band."""
+    return default_classifier_weights(stain)
+
+
+def weights_stain(meta: dict) -> str:
+    """The stain a ChrNet4 was trained on (weights from before stains were recorded: Q-band)."""
+    return str(meta.get("stain", "q"))
 
 
 def save_weights(model: ChrNet4, path: Path, meta: dict) -> str:

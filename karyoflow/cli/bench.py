@@ -1,8 +1,8 @@
 """`karyo bench`: speed of ChrNet4, of ChrRender and of the whole pipeline, printed as JSON.
 
-    karyo bench classify  [--weights W] [--batch 46]
-    karyo bench segment   [--weights W]
-    karyo bench karyotype --data DIR
+karyo bench classify  [--weights W] [--batch 46]
+karyo bench segment   [--weights W]
+karyo bench karyotype --data DIR
 """
 
 from __future__ import annotations

@@ -29,13 +29,25 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
-    parser.add_argument("--classify-weights", type=Path, default=None, help="default: models/chrnet4.pt")
+    parser.add_argument(
+        "--classify-weights",
+        type=Path,
+        default=None,
+        help="ChrNet4 weights, used for the stain they were trained on (default: models/chrnet4.pt for Q-band, "
+        "models/chrnet4-gband.pt for G-band)",
+    )
     parser.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
     parser.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
     parser.add_argument(
         "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
     )
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--stain",
+        choices=["q", "g", "auto"],
+        default="auto",
+        help="Q-band fluorescence, G-band brightfield, or auto (a bright background means G)",
+    )
 
 
 def split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:
@@ -72,11 +84,16 @@ def make_karyotyper(args: argparse.Namespace):
     kwargs = {}
     if getattr(args, "score_threshold", None) is not None:
         kwargs["score_threshold"] = args.score_threshold
+    if args.classify_weights is not None:  # used for the stain it was trained on
+        from karyoflow.classify.weights import load_weights, weights_stain
+
+        stain = weights_stain(load_weights(args.classify_weights)[1])
+        kwargs["classifier_weights_by_stain"] = {stain: args.classify_weights}
     return Karyotyper(
         segmenter_weights=args.segment_weights,
-        classifier_weights=args.classify_weights,
         device=args.device,
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),
+        stain=getattr(args, "stain", "auto"),
         **kwargs,
     )

@@ -1,8 +1,8 @@
 """`karyo data`: split the cells, export COCO instances, synthesize labelled MCIs.
 
-    karyo data split  --data DIR [--out FILE]
-    karyo data coco   --data DIR --out FILE [--split FILE --subset val]
-    karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] --out DIR
+karyo data split  --data DIR [--out FILE]
+karyo data coco   --data DIR --out FILE [--split FILE --subset val]
+karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] --out DIR
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from karyoflow.cli.common import DEFAULT_SPLIT, UsageError, add_data_arg, mci_ca
 
 
 def cmd_data_split(args: argparse.Namespace) -> int:
-    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
-    from karyoflow.data.split import make_split, write_split
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.split import make_split_for, write_split
 
     data_dir = resolve_data_dir(args.data)
-    split = make_split(list_ici_cases(data_dir), args.val_cells, args.seed)
+    split = make_split_for(data_dir, val_cells=args.val_cells, val_fraction=args.val_fraction, seed=args.seed)
     write_split(split, args.out)
-    print(f"{len(split['train'])} train cells, {len(split['val'])} val cells -> {args.out}")
+    print(f"{len(split['train'])} train cells, {len(split['val'])} val cells ({split['unit']} split) -> {args.out}")
     return 0
 
 
@@ -71,7 +71,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     split = data.add_parser("split", help="write a seeded train/val split by cell")
     add_data_arg(split)
     split.add_argument("--out", type=Path, default=DEFAULT_SPLIT)
-    split.add_argument("--val-cells", type=int, default=16)
+    split.add_argument("--val-cells", type=int, default=16, help="BioImLab layout: validation cells")
+    split.add_argument(
+        "--val-fraction", type=float, default=0.2, help="G-band layout: share of cases in validation, by stratum"
+    )
     split.add_argument("--seed", type=int, default=2026)
     split.set_defaults(func=cmd_data_split)
 

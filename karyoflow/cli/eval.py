@@ -1,8 +1,8 @@
 """`karyo eval`: accuracy of ChrNet4 on ICIs, of ChrRender on MCIs, of the whole pipeline.
 
-    karyo eval classify   --data DIR [--split FILE --subset val] [--weights W] --json OUT
-    karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
-    karyo eval karyotype  --data DIR [--split FILE --subset val] --json OUT
+karyo eval classify   --data DIR [--split FILE --subset val] [--weights W] --json OUT
+karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
+karyo eval karyotype  --data DIR [--split FILE --subset val] --json OUT
 """
 
 from __future__ import annotations
@@ -125,8 +125,104 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
+    """Cells given as their ICIs: classify, assign, compare the ISCN with the labels'."""
+    import torch
+    from tqdm import tqdm
+
+    from karyoflow.cell_eval import call_cells, score_cell_calls
+    from karyoflow.classify.evaluate import predict_probabilities
+    from karyoflow.classify.preprocess import Preprocessing
+    from karyoflow.classify.weights import default_weights, load_weights, weights_stain
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.icis import case_of_cell, ici_layout, layout_stain, read_ici_cells
+    from karyoflow.device import pick_device
+
+    data_dir = resolve_data_dir(args.data)
+    cells = split_cases(args, data_dir, args.subset)
+    layout, stain = ici_layout(data_dir), layout_stain(data_dir)
+    weights = args.classify_weights or default_weights(stain)
+    device = pick_device(args.device)
+    model, meta = load_weights(weights, device)
+    if weights_stain(meta) != stain:
+        raise UsageError(f"{weights} was trained on {weights_stain(meta)}-band ICIs; {data_dir} is {stain}-band")
+    preprocessing = Preprocessing.from_meta(meta)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+    def classify_cell(images: list) -> object:
+        canvases = torch.from_numpy(preprocessing.prepare(images).canvases)[:, None]
+        return predict_probabilities(model, canvases, tta=args.tta, device=device).numpy()
+
+    started = time.time()
+    calls = call_cells(
+        read_ici_cells(data_dir, cells),
+        lambda cell: case_of_cell(cell, layout),
+        classify_cell,
+        progress=lambda items: tqdm(items, desc="calling cells"),
+    )
+    if getattr(args, "consensus", False):
+        return _report_consensus(args, calls, data_dir, stain, weights, time.time() - started)
+    report = score_cell_calls(calls)
+    report.update(
+        {
+            "data": str(data_dir),
+            "stain": stain,
+            "weights": str(weights),
+            "tta": args.tta,
+            "seconds": round(time.time() - started, 1),
+        }
+    )
+    write_json(args.json, report)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    print(
+        f"{report['n']} cells, {report['n_icis']} ICIs  ICI accuracy {pct(report['ici_accuracy_argmax'])} argmax, "
+        f"{pct(report['ici_accuracy_assigned'])} assigned  karyotype exact {pct(report['karyotype_accuracy'])}  "
+        f"false abnormal {pct(report['false_abnormal_rate'])}  sensitivity {pct(report['sensitivity'])}"
+    )
+    for row in report["constitutional"]:
+        print(f"  {row['cell']}: true {row['truth']}, called {row['called']}{'' if row['exact'] else '  <- wrong'}")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _report_consensus(
+    args: argparse.Namespace, calls: list, data_dir: Path, stain: str, weights, seconds: float
+) -> int:
+    from karyoflow.cell_eval import score_case_consensus
+
+    report = score_case_consensus(calls)
+    report.update({"data": str(data_dir), "stain": stain, "weights": str(weights), "seconds": round(seconds, 1)})
+    write_json(args.json, report)
+    cells = report["cell_scores"]
+    print(
+        f"{report['n_cases']} cases ({report['multi_cell_cases']} with several cells), {cells['n']} cells  "
+        f"case accuracy {report['case_accuracy']:.2%}  needs review {report['needs_review_rate']:.0%}  "
+        f"cell karyotypes exact {cells['karyotype_accuracy']:.2%}"
+    )
+    for case in report["cases"]:
+        if case["abnormal_truth"] or not case["exact"]:
+            print(f"  {case['case']} ({case['cells']} cells): true {case['truth']}, called {case['called']}")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval_consensus(args: argparse.Namespace) -> int:
+    """Cases from their cells' ICIs: each cell called, the cells' consensus against the truth's."""
+    if not args.icis:
+        raise UsageError("karyo eval consensus needs --icis (cells given as their ICIs)")
+    args.consensus = True
+    return cmd_eval_karyotype_icis(args)
+
+
 def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    if args.icis:
+        return cmd_eval_karyotype_icis(args)
 
     from karyoflow.data.bioimlab import list_mcis, mci_case, read_mci, resolve_data_dir
     from karyoflow.joint_eval import evaluate_joint
@@ -195,5 +291,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ek.add_argument("--split", type=Path, default=None, help="split file (default: every MCI in DIR)")
     ek.add_argument("--subset", default="val")
     ek.add_argument("--json", type=Path, required=True)
+    ek.add_argument(
+        "--icis", action="store_true", help="cells given as their ICIs (DIR/ici/...): classify, assign, compare ISCN"
+    )
+    ek.add_argument("--tta", action="store_true", help="with --icis: average over the four flips")
+
+    consensus = evaluate.add_parser(
+        "consensus", help="case karyotypes (consensus of each case's cells) from ICIs, against the labels'"
+    )
+    add_data_arg(consensus)
+    consensus.add_argument("--icis", action="store_true", required=True, help="cells given as their ICIs (DIR/ici/...)")
+    consensus.add_argument("--split", type=Path, default=None, help="split file (default: every cell in DIR)")
+    consensus.add_argument("--subset", default="val")
+    consensus.add_argument("--json", type=Path, required=True)
+    consensus.add_argument("--tta", action="store_true", help="average over the four flips")
+    add_pipeline_args(consensus)
+    consensus.set_defaults(func=cmd_eval_consensus)
     add_pipeline_args(ek)
     ek.set_defaults(func=cmd_eval_karyotype)

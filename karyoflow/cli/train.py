@@ -1,7 +1,7 @@
 """`karyo train`: train ChrNet4 on ICIs or ChrRender on MCIs.
 
-    karyo train classify  --data DIR --out PATH [--split FILE] [--resume]
-    karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
+karyo train classify  --data DIR --out PATH [--split FILE] [--resume]
+karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from karyoflow.cli.common import DEFAULT_SPLIT, UsageError, add_data_arg
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
     from karyoflow.classify.train import TrainConfig, train_classifier
-    from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
-    from karyoflow.data.split import make_split, read_split, write_split
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.split import make_split_for, read_split, write_split
     from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     split_path: Path = args.split
     if not split_path.is_file():
-        write_split(make_split(list_ici_cases(data_dir)), split_path)
+        write_split(make_split_for(data_dir), split_path)
         print(f"wrote a new split to {split_path}")
     split = read_split(split_path)
     config = TrainConfig(
