@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning: the tests share two cores with the stack's
+# workers (and, here, with other jobs), and spinning threads of torch made a training step
+# five times slower under that load. Set before anything imports torch; inherited by every
+# process a test starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -11,14 +13,28 @@ import torch
 
 from karyoflow.classify.evaluate import classification_report
 from karyoflow.classify.weights import load_weights
+from karyoflow.cli import main
 from karyoflow.labels import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def karyo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def karyo(*args: str) -> subprocess.CompletedProcess:
+    """`karyo ARGS` run in this process (no interpreter and torch start per call): its exit code,
+    stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(["karyo", *args], code, out.getvalue(), err.getvalue())
+
+
+def karyo_process(*args: str) -> subprocess.CompletedProcess:
+    """`python -m karyoflow.cli ARGS` as its own process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "karyoflow.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "karyoflow.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )
 
 
@@ -125,7 +141,8 @@ def test_classification_report_counts() -> None:
 
 @pytest.mark.integration
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path, tiny_weights: Path, data_dir: Path) -> None:
-    missing = karyo("eval", "classify", "--data", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json"))
+    # the module entry point as its own process, then the same main in this one
+    missing = karyo_process("eval", "classify", "--data", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
