@@ -9,6 +9,7 @@ CLI, the workers and a notebook all call `Karyotyper.analyse`.
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +18,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction
+from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction, prediction_from_probabilities
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
 from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
+from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, resolve_splits
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
     DEFAULT_LOSS_PENALTY,
     Karyotype,
     assign_karyotype,
+    call_margin,
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
@@ -40,6 +43,11 @@ ICI_PAD = 2  # pixels of margin kept around a mask when cutting the ICI out
 # Detections from this score up are candidates for the karyotype assignment, which keeps a weak
 # one only where the karyotype has room for it (karyoflow.karyotype); see docs/pipeline.md.
 DEFAULT_CANDIDATE_THRESHOLD = 0.3
+NORMAL_COUNT = 46
+# a chromosome under these shares of the cell's median area, or of its largest homologue's, may
+# be a fragment (a 21 is about a third of the median chromosome, and homologues differ by ~20%)
+FRAGMENT_AREA = 0.25
+HOMOLOGUE_FRAGMENT = 0.55
 
 
 @dataclass
@@ -78,6 +86,17 @@ class SegmentedCell:
 
 
 @dataclass
+class ReviewItem:
+    """Something a reviewer should look at before accepting the call."""
+
+    kind: str  # "chromosome_count", "possible_merged_pair", "possible_fragment", "low_confidence"
+    message: str
+    x: int | None = None  # where in the MCI (pixels), when the item is one place
+    y: int | None = None
+    chromosome_id: int | None = None
+
+
+@dataclass
 class KaryotypeResult:
     image_name: str
     width: int
@@ -86,6 +105,62 @@ class KaryotypeResult:
     karyotype: Karyotype
     timings_ms: dict[str, float]
     models: dict[str, dict] = field(default_factory=dict)
+    # the call against its best rival (karyoflow.karyotype.call_margin); inf without a rival
+    margin_nats: float = float("inf")
+    rival: str | None = None
+    review: list[ReviewItem] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the call against its best rival under the assignment's costs. It
+        measures doubt between classes, not about the count: a merged pair or a lost
+        chromosome is raised in `review` instead."""
+        return 1.0 / (1.0 + math.exp(-min(self.margin_nats, 50.0)))
+
+
+def _centre(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    return (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+
+
+def review_items(chromosomes: list[Chromosome], karyotype: Karyotype) -> list[ReviewItem]:
+    """Review items that follow from the assigned chromosomes alone (see `ReviewItem`)."""
+    items: list[ReviewItem] = []
+    count = len(chromosomes)
+    if count != NORMAL_COUNT:
+        items.append(
+            ReviewItem(
+                "chromosome_count",
+                f"{count} chromosomes found: confirm the "
+                + (
+                    "loss (a merged pair or an overlapped chromosome reads as one)"
+                    if count < NORMAL_COUNT
+                    else "gain (a fragment or a debris particle reads as a chromosome)"
+                ),
+            )
+        )
+    if chromosomes:
+        areas = {c.id: int(c.mask.sum()) for c in chromosomes}
+        median_area = float(np.median(list(areas.values())))
+        largest_of_class: dict[str, int] = {}
+        for c in chromosomes:
+            largest_of_class[c.label] = max(largest_of_class.get(c.label, 0), areas[c.id])
+        for c in chromosomes:
+            # far smaller than its homologue, or than any chromosome should be
+            if (
+                areas[c.id] < HOMOLOGUE_FRAGMENT * largest_of_class[c.label]
+                or areas[c.id] < FRAGMENT_AREA * median_area
+            ):
+                x, y = _centre(c.bbox)
+                message = f"possible fragment near {x},{y} (read as {c.label})"
+                items.append(ReviewItem("possible_fragment", message, x, y, c.id))
+    gained = {a["chromosome"] for a in karyotype.abnormalities if a["type"] == "gain"}
+    for c in chromosomes:
+        x, y = _centre(c.bbox)
+        if c.low_confidence or (c.label in gained and c.score < 0.9):
+            items.append(
+                ReviewItem("low_confidence", f"low-confidence {c.label} near {x},{y} (p {c.score:.2f})", x, y, c.id)
+            )
+    return items
 
 
 def cut_out(image: np.ndarray, mask: np.ndarray, pad: int = ICI_PAD) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -142,6 +217,8 @@ class Karyotyper:
         gain_penalty: float = DEFAULT_GAIN_PENALTY,
         loss_penalty: float = DEFAULT_LOSS_PENALTY,
         segment_tta: bool = False,
+        resolve_clusters: bool = False,
+        split_margin: float = DEFAULT_SPLIT_MARGIN,
     ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,6 +236,9 @@ class Karyotyper:
         # with the assignment, weaker detections are candidates it may keep or reject
         self.candidate_threshold = min(candidate_threshold, score_threshold) if assignment else score_threshold
         self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
+        # touching chromosomes segmented as one are split when the assignment says so
+        self.resolve_clusters = resolve_clusters and assignment
+        self.split_margin = split_margin
         self.models = {
             "segmenter": _model_info(segmenter_path, segmenter_meta),
             "classifier": _model_info(classifier_path, self.classifier.meta),
@@ -167,6 +247,7 @@ class Karyotyper:
             "segment_tta": segment_tta,
             "candidate_threshold": self.candidate_threshold,
             "assignment": "capacity" if assignment else "argmax",
+            "resolve_clusters": self.resolve_clusters,
         }
 
     def detect(self, image: np.ndarray) -> Detections:
@@ -206,6 +287,60 @@ class Karyotyper:
         canvases = np.stack([self.canvas(image, cell.scale, cell.level) for image in cell.straightened])
         return self.classifier.predict_canvases(canvases, cell.angles)
 
+    def _assignment_scores(self, detection_scores: np.ndarray) -> np.ndarray:
+        # detections above the score threshold are chromosomes; only weaker candidates may be
+        # rejected (their score is the evidence)
+        return np.where(detection_scores >= self.score_threshold, 1.0, detection_scores)
+
+    def resolve(
+        self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction]
+    ) -> tuple[SegmentedCell, list[IciPrediction], list[Split]]:
+        """Stage 3b: detections holding two touching chromosomes split in two where the cell's
+        assignment improves (karyoflow.clusters); the pieces are appended after the kept ones."""
+        if not predictions:
+            return cell, predictions, []
+
+        def classify_masks(masks: list[np.ndarray]) -> np.ndarray:
+            pieces = [straighten(cut_out(image, mask)[0], self.classifier.preprocessing.method) for mask in masks]
+            canvases = np.stack([self.canvas(piece.image, cell.scale, cell.level) for piece in pieces])
+            angles = np.array([piece.angle for piece in pieces], dtype=np.float32)
+            return np.stack([p.probabilities for p in self.classifier.predict_canvases(canvases, angles)])
+
+        probabilities = np.stack([p.probabilities for p in predictions])
+        splits = resolve_splits(
+            cell.masks,
+            probabilities,
+            self._assignment_scores(cell.detection_scores),
+            classify_masks,
+            self.gain_penalty,
+            self.loss_penalty,
+            self.split_margin,
+        )
+        if not splits:
+            return cell, predictions, []
+        split_parents = {split.parent for split in splits}
+        kept = [i for i in range(len(predictions)) if i not in split_parents]
+        piece_masks = [mask for split in splits for mask in split.masks]
+        cuts = [cut_out(image, mask) for mask in piece_masks]
+        pieces = [straighten(ici, self.classifier.preprocessing.method) for ici, _ in cuts]
+        piece_scores = [cell.detection_scores[split.parent] for split in splits for _ in split.masks]
+        piece_predictions = [
+            prediction_from_probabilities(p, piece.angle)
+            for p, piece in zip((p for split in splits for p in split.probabilities), pieces, strict=True)
+        ]
+        resolved = SegmentedCell(
+            width=cell.width,
+            height=cell.height,
+            detection_scores=np.concatenate([cell.detection_scores[kept], np.asarray(piece_scores, np.float64)]),
+            masks=np.concatenate([cell.masks[kept], np.stack(piece_masks)]),
+            boxes=[cell.boxes[i] for i in kept] + [box for _, box in cuts],
+            straightened=[cell.straightened[i] for i in kept] + [piece.image for piece in pieces],
+            angles=np.concatenate([cell.angles[kept], np.array([piece.angle for piece in pieces], np.float32)]),
+            scale=cell.scale,
+            level=cell.level,
+        )
+        return resolved, [predictions[i] for i in kept] + piece_predictions, splits
+
     def assemble(
         self, name: str, cell: SegmentedCell, predictions: list[IciPrediction], timings: dict[str, float]
     ) -> KaryotypeResult:
@@ -216,9 +351,7 @@ class Karyotyper:
                 probabilities,
                 self.gain_penalty,
                 self.loss_penalty,
-                # detections above the score threshold are chromosomes; only weaker candidates
-                # may be rejected (their score is the evidence)
-                detection_scores=np.where(cell.detection_scores >= self.score_threshold, 1.0, cell.detection_scores),
+                detection_scores=self._assignment_scores(cell.detection_scores),
             )
         else:
             karyotype = karyotype_from_labels([p.class_index - 1 for p in predictions])
@@ -244,6 +377,13 @@ class Karyotyper:
                 )
             )
         karyotype = karyotype_from_labels([k for k in karyotype.labels if k >= 0], karyotype.sex_complement)
+        margin, rival = (
+            call_margin(
+                probabilities, self.gain_penalty, self.loss_penalty, self._assignment_scores(cell.detection_scores)
+            )
+            if self.assignment
+            else (float("inf"), None)
+        )
         return KaryotypeResult(
             name,
             cell.width,
@@ -252,7 +392,29 @@ class Karyotyper:
             karyotype,
             {k: round(v, 1) for k, v in timings.items()},
             self.models,
+            margin,
+            rival,
+            review_items(chromosomes, karyotype),
         )
+
+    def merged_pair_items(
+        self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction], result: KaryotypeResult
+    ) -> list[ReviewItem]:
+        """Where a cell short of chromosomes has a detection whose split in two (karyoflow.
+        clusters) would make the assignment cheaper, though not by enough to be made."""
+        if len(result.chromosomes) >= NORMAL_COUNT or not predictions:
+            return []
+        saved_margin, self.split_margin = self.split_margin, 0.0
+        try:
+            _, _, splits = self.resolve(image, cell, predictions)
+        finally:
+            self.split_margin = saved_margin
+        items = []
+        for split in splits:
+            x, y = _centre(cell.boxes[split.parent])
+            pair = "+".join(LABELS[int(np.argmax(p))] for p in split.probabilities)
+            items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
+        return items
 
     def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
         """All four stages in process, each timed."""
@@ -267,7 +429,13 @@ class Karyotyper:
         started = time.perf_counter()
         predictions = self.classify(cell)
         timings["classify"] = (time.perf_counter() - started) * 1000
+        if self.resolve_clusters:
+            started = time.perf_counter()
+            cell, predictions, _ = self.resolve(grey, cell, predictions)
+            timings["resolve"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         result = self.assemble(name, cell, predictions, timings)
+        if self.assignment:
+            result.review[1:1] = self.merged_pair_items(grey, cell, predictions, result)
         result.timings_ms["assemble"] = round((time.perf_counter() - started) * 1000, 1)
         return result
