@@ -168,3 +168,10 @@ def resolve_splits(
         splits.append(Split(parent, (a, b), (pa, pb), current - trial_cost))
         current = trial_cost
     return splits
+
+
+def contact_point(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
+    """(x, y) where two pieces meet: the middle of the first's pixels next to the second."""
+    near = cv2.dilate(second.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & first
+    ys, xs = np.nonzero(near if near.any() else first)
+    return int(round(float(xs.mean()))), int(round(float(ys.mean())))

@@ -21,7 +21,7 @@ from PIL import Image
 from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction, prediction_from_probabilities
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
 from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
-from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, resolve_splits
+from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, contact_point, resolve_splits
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
     DEFAULT_LOSS_PENALTY,
@@ -411,7 +411,7 @@ class Karyotyper:
             self.split_margin = saved_margin
         items = []
         for split in splits:
-            x, y = _centre(cell.boxes[split.parent])
+            x, y = contact_point(*split.masks)
             pair = "+".join(LABELS[int(np.argmax(p))] for p in split.probabilities)
             items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
         return items
