@@ -54,9 +54,7 @@ def build_report(result: KaryotypeResult) -> dict:
             "confidence": round(result.confidence, 4),
             "margin_nats": None if math.isinf(result.margin_nats) else round(result.margin_nats, 3),
             "rival": result.rival,
-            "review": [
-                {k: v for k, v in dataclasses.asdict(item).items() if v is not None} for item in result.review
-            ],
+            "review": [{k: v for k, v in dataclasses.asdict(item).items() if v is not None} for item in result.review],
         },
         "chromosomes": [
             {
