@@ -8,15 +8,17 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY karyoflow ./karyoflow
-COPY api ./api
-COPY workers ./workers
-COPY db ./db
-COPY service ./service
-RUN pip install . flower==2.2.0
+COPY pyproject.toml setup.py README.md ./
+# the wheel carries the weights and the split as package data (setup.py), so they come first
 COPY models ./models
 COPY splits ./splits
+COPY karyoflow ./karyoflow
+COPY infra ./infra
+COPY db ./db
+COPY workers ./workers
+COPY api ./api
+COPY service ./service
+RUN pip install . flower==2.2.0
 RUN useradd --create-home karyo && chown -R karyo /app
 USER karyo
 EXPOSE 8000

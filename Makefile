@@ -1,6 +1,8 @@
 # Two commands set everything up on a fresh machine:
-#   make run    create .venv if needed, then run the main job
-#   make test   create .venv if needed, start what the tests need, run pytest
+#   make run        create .venv if needed, then run the main job
+#   make test       create .venv and install the Debian packages the tests use if needed, run
+#                   ruff, validate the compose file and run every test (unit, integration, system)
+#   make test-fast  the unit layer alone: no services, no training, no model files (< 60 s)
 PYTHON ?= python3.11
 VENV := .venv
 export KARYO_DATA ?= $(abspath ../shared/data/bioimlab)
@@ -11,7 +13,7 @@ RUN_IMAGES ?= $(KARYO_LABELLED_DATA)/mci/original_1.json $(KARYO_LABELLED_DATA)/
 	$(KARYO_LABELLED_DATA)/mci/original_107a.json
 RUN_OUT ?= out/run
 
-.PHONY: run test lint bench eval clean
+.PHONY: run test test-fast test-packages lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +24,17 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/karyo run $(RUN_IMAGES) --out $(RUN_OUT)
 
-test: $(VENV)/.installed
+test-packages:
+	scripts/test_packages.sh
+
+test: $(VENV)/.installed test-packages
 	$(VENV)/bin/ruff check .
+	docker-compose config -q && echo "docker-compose.yml: valid"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

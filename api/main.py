@@ -11,8 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.readiness import describe_error
 from api.routers import audit, cases, dashboard, health, icis, metrics
-from service.readiness import describe_error
 
 log = logging.getLogger("karyoflow.api")
 app = FastAPI(title="Karyoflow", version="0.1.0")

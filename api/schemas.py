@@ -24,10 +24,14 @@ class IciClassification(BaseModel):
     score: float
     top3: list[tuple[str, float]]
     angle: float
+    assigned_label: str  # the class the cell's karyotype assignment gives it
 
 
 class CellClassification(BaseModel):
     n: int
+    stain: str  # q or g: what the cell was classified as
+    karyotype: str  # ISCN of the cell from the karyotype assignment over its ICIs
+    abnormal: bool
     icis: list[IciClassification]
 
 
@@ -46,6 +50,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     sha256: str
+    stain: str | None = None  # q or g: the banding the image was analysed as
     chromosome_count: int | None = None
     karyotype: str | None = None
     abnormal: bool | None = None
@@ -55,6 +60,7 @@ class ImageOut(BaseModel):
 class CaseSummary(BaseModel):
     id: str
     reference: str
+    stain: str  # q, g or auto, as given at upload
     status: str
     karyotype: str | None = None
     abnormal: bool | None = None

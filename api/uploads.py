@@ -1,6 +1,7 @@
 """One check for every uploaded image (MCIs for cases, ICIs for the synchronous classifier):
 size, format, pixel count (decompression bombs), a full decode (a truncated file is refused
-here, not later in a worker) and a bright pixel somewhere. Each failure is an HTTP 4xx with the
+here, not later in a worker) and some contrast (a uniform image holds no chromosome, whatever
+its stain). Each failure is an HTTP 4xx with the
 file's name and the reason; nothing is stored before every file of a request has passed."""
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ async def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, mi
             if width * height > max_pixels:
                 raise HTTPException(413, f"{name}: {width}x{height} pixels is over the limit of {max_pixels}")
             image.load()
-            if image.convert("L").getextrema()[1] <= FOREGROUND_LEVEL:
-                raise HTTPException(422, f"{name}: the image is empty (no bright pixel, no chromosome)")
+            darkest, brightest = image.convert("L").getextrema()
+            if brightest - darkest <= FOREGROUND_LEVEL:
+                raise HTTPException(422, f"{name}: the image is empty (uniform grey, no chromosome)")
     except Image.DecompressionBombError as error:  # PIL's own guard, far above ours
         raise HTTPException(413, f"{name}: too many pixels ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:

@@ -42,7 +42,8 @@ class Clinic(Base):
 
 
 class ApiKey(Base):
-    """Only a SHA-256 of the key is stored; `prefix` (its first 8 characters) finds the row."""
+    """Only a SHA-256 of the key is stored; `prefix`, its first `db.admin.KEY_PREFIX_LENGTH` (12)
+    characters ("kf_" and 9 more), finds the row."""
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -59,6 +60,9 @@ class Case(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
     reference: Mapped[str] = mapped_column(String(200), default="", index=True)  # patient or sample ref
+    # the banding of the case's images as the lab gave it: q (Q-band), g (G-band) or auto
+    # (detected per image from its background); each image records the stain it was analysed as
+    stain: Mapped[str] = mapped_column(String(4), default="auto")
     status: Mapped[str] = mapped_column(String(20), default="received", index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
@@ -84,6 +88,7 @@ class CaseImage(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="received")
+    stain: Mapped[str | None] = mapped_column(String(1), nullable=True)  # q or g, once segmented
     chromosome_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True)
     abnormal: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

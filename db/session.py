@@ -10,7 +10,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import get_settings
+from infra.settings import get_settings
 
 
 def make_engine(url: str) -> Engine:

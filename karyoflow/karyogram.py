@@ -5,7 +5,7 @@ chromosome is drawn straightened at one common scale for the whole cell (relativ
 information), homologues side by side under their class label; a chromosome whose class is
 uncertain (assigned probability < 0.5, or moved by the karyotype assignment away from the
 classifier's first choice) gets a red frame and a "?". Q-band chromosomes are bright on dark,
-so the page is dark too.
+so their page is dark too; G-band chromosomes are drawn dark on a light page, as labs read them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from karyoflow.karyotype import CLINICAL_NOTE
+from karyoflow.stain import Stain, for_display
 
 ROWS: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("1", "2", "3", "4", "5"),),
@@ -30,6 +31,9 @@ TALLEST = 130  # pixels the tallest chromosome of the cell is drawn at (capped a
 BACKGROUND = (24, 24, 28)
 TEXT = (235, 235, 235)
 LOW = (230, 60, 50)
+# the page of a G-band karyogram: light, with dark text (chromosomes are dark on white)
+LIGHT_BACKGROUND = (255, 255, 255)
+DARK_TEXT = (20, 20, 24)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -40,9 +44,12 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def render_karyogram(
-    chromosomes: list[tuple[str, np.ndarray, bool]], title: str, karyotype: str, count: int
+    chromosomes: list[tuple[str, np.ndarray, bool]], title: str, karyotype: str, count: int, stain: Stain = "q"
 ) -> Image.Image:
-    """`chromosomes`: (label, straightened uint8 image, low_confidence) in any order."""
+    """`chromosomes`: (label, straightened uint8 image in the working representation, i.e.
+    bright on dark, low_confidence) in any order; drawn in the stain's own polarity."""
+    background, text_colour = (LIGHT_BACKGROUND, DARK_TEXT) if stain == "g" else (BACKGROUND, TEXT)
+    chromosomes = [(label, for_display(image, stain), low) for label, image, low in chromosomes]
     groups: dict[str, list[tuple[np.ndarray, bool]]] = {}
     for label, image, low in chromosomes:
         groups.setdefault(label, []).append((image, low))
@@ -51,10 +58,10 @@ def render_karyogram(
     row_height = int(np.ceil(tallest * scale)) + LABEL_HEIGHT + 18
 
     height = HEADER_HEIGHT + len(ROWS) * row_height + MARGIN
-    page = Image.new("RGB", (PAGE_WIDTH, height), BACKGROUND)
+    page = Image.new("RGB", (PAGE_WIDTH, height), background)
     draw = ImageDraw.Draw(page)
-    draw.text((MARGIN, 14), title, fill=TEXT, font=_font(20))
-    draw.text((MARGIN, 40), f"{karyotype}   ({count} chromosomes found)", fill=TEXT, font=_font(22))
+    draw.text((MARGIN, 14), title, fill=text_colour, font=_font(20))
+    draw.text((MARGIN, 40), f"{karyotype}   ({count} chromosomes found)", fill=text_colour, font=_font(22))
     draw.text((MARGIN, 66), CLINICAL_NOTE, fill=(170, 170, 170), font=_font(12))
 
     def scaled(image: np.ndarray) -> Image.Image:
@@ -83,5 +90,5 @@ def render_karyogram(
             draw.line((centre - slot_width * 0.4, bottom, centre + slot_width * 0.4, bottom), fill=(110, 110, 110))
             expected = {"X": (1, 2), "Y": (0, 1)}.get(label, (2,))
             text = label if len(members) in expected else f"{label} ({len(members)})"
-            draw.text((centre, bottom + 4), text, fill=TEXT, font=_font(16), anchor="ma")
+            draw.text((centre, bottom + 4), text, fill=text_colour, font=_font(16), anchor="ma")
     return page

@@ -2,8 +2,15 @@
 
 segment (ChrRender) -> cut each instance out of the MCI with its mask (background removed) ->
 rotate & crop -> classify (ChrNet4, the cell's ICIs together) -> karyotype-level assignment ->
-karyogram and report. `Karyotyper` loads both models once and is reused for every image: the
+karyogram and report. `Karyotyper` loads the models once and is reused for every image: the
 CLI, the workers and a notebook all call `Karyotyper.analyse`.
+
+Stains: every stage works on the bright-on-dark representation (karyoflow.stain); a G-band MCI
+is inverted on the way in and its karyogram drawn dark on light. The classifier is the one
+trained on the image's stain (models/chrnet4.pt for Q-band, models/chrnet4-gband.pt for
+G-band), loaded when first needed. The segmenter is the stain's own where one is given
+(`segmenter_weights_by_stain`), else the Q-band ChrRender on the inverted image; the report's
+`models` says which was used and what it was trained on.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from PIL import Image
 
 from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction, prediction_from_probabilities
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
-from karyoflow.classify.weights import DEFAULT_WEIGHTS as DEFAULT_CLASSIFIER
+from karyoflow.classify.weights import weights_stain
 from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, contact_point, resolve_splits
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
@@ -31,11 +38,12 @@ from karyoflow.karyotype import (
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
+from karyoflow.resources import default_classifier_weights, default_segmenter_weights
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
-from karyoflow.segment.predictor import DEFAULT_WEIGHTS as DEFAULT_SEGMENTER
 from karyoflow.segment.predictor import load_segmenter, segment_images
-from karyoflow.straighten import straighten
+from karyoflow.stain import STAIN_NAMES, Stain, StainChoice, check_stain, resolve_stain, to_bright_on_dark
+from karyoflow.straighten import FOREGROUND_LEVEL, straighten
 from karyoflow.weights_io import sha256_of
 
 LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
@@ -59,11 +67,12 @@ class Chromosome:
     top3: list[tuple[str, float]]
     argmax_label: str  # the classifier's own first choice, before the karyotype assignment
     detection_score: float
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in MCI pixels
-    mask: np.ndarray  # H x W bool, in MCI pixels
+    bbox: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (exclusive) in MCI pixels; None without an MCI
+    mask: np.ndarray | None  # H x W bool, in MCI pixels (None for a cell given as its ICIs)
     angle: float  # degrees the ICI was rotated by when straightened
-    straightened: np.ndarray  # vertical, margins cut, native scale (uint8)
+    straightened: np.ndarray  # vertical, margins cut, native scale (uint8, bright on dark)
     candidate: int = 0  # index among the cell's segmented candidates (SegmentedCell)
+    source: str = ""  # the ICI's file name, for a cell given as its ICIs
 
     @property
     def low_confidence(self) -> bool:
@@ -83,6 +92,7 @@ class SegmentedCell:
     angles: np.ndarray  # N degrees
     scale: float  # the cell's normalisation for the classifier
     level: float
+    stain: Stain = "q"
 
 
 @dataclass
@@ -105,8 +115,10 @@ class KaryotypeResult:
     karyotype: Karyotype
     timings_ms: dict[str, float]
     models: dict[str, dict] = field(default_factory=dict)
+    stain: Stain = "q"
+    source: str = "mci"  # "mci": a metaphase image; "icis": a cell given as its cut-out chromosomes
     # the call against its best rival (karyoflow.karyotype.call_margin); inf without a rival
-    margin_nats: float = float("inf")
+    margin_nats: float = math.inf
     rival: str | None = None
     review: list[ReviewItem] = field(default_factory=list)
 
@@ -123,7 +135,9 @@ def _centre(box: tuple[int, int, int, int]) -> tuple[int, int]:
 
 
 def review_items(chromosomes: list[Chromosome], karyotype: Karyotype) -> list[ReviewItem]:
-    """Review items that follow from the assigned chromosomes alone (see `ReviewItem`)."""
+    """Review items that follow from the assigned chromosomes alone (see `ReviewItem`). Without
+    masks (a cell given as its ICIs) sizes are the straightened ICIs' foreground areas and no
+    place is given."""
     items: list[ReviewItem] = []
     count = len(chromosomes)
     if count != NORMAL_COUNT:
@@ -138,8 +152,18 @@ def review_items(chromosomes: list[Chromosome], karyotype: Karyotype) -> list[Re
                 ),
             )
         )
+
+    def where(c: Chromosome) -> tuple[str, int | None, int | None]:
+        if c.bbox is None:
+            return (f" ({c.source})" if c.source else ""), None, None
+        x, y = _centre(c.bbox)
+        return f" near {x},{y}", x, y
+
     if chromosomes:
-        areas = {c.id: int(c.mask.sum()) for c in chromosomes}
+        areas = {
+            c.id: int(c.mask.sum()) if c.mask is not None else int((c.straightened > FOREGROUND_LEVEL).sum())
+            for c in chromosomes
+        }
         median_area = float(np.median(list(areas.values())))
         largest_of_class: dict[str, int] = {}
         for c in chromosomes:
@@ -150,16 +174,16 @@ def review_items(chromosomes: list[Chromosome], karyotype: Karyotype) -> list[Re
                 areas[c.id] < HOMOLOGUE_FRAGMENT * largest_of_class[c.label]
                 or areas[c.id] < FRAGMENT_AREA * median_area
             ):
-                x, y = _centre(c.bbox)
-                message = f"possible fragment near {x},{y} (read as {c.label})"
-                items.append(ReviewItem("possible_fragment", message, x, y, c.id))
+                place, x, y = where(c)
+                items.append(
+                    ReviewItem("possible_fragment", f"possible fragment{place} (read as {c.label})", x, y, c.id)
+                )
     gained = {a["chromosome"] for a in karyotype.abnormalities if a["type"] == "gain"}
     for c in chromosomes:
-        x, y = _centre(c.bbox)
         if c.low_confidence or (c.label in gained and c.score < 0.9):
-            items.append(
-                ReviewItem("low_confidence", f"low-confidence {c.label} near {x},{y} (p {c.score:.2f})", x, y, c.id)
-            )
+            place, x, y = where(c)
+            message = f"low-confidence {c.label}{place} (p {c.score:.2f})"
+            items.append(ReviewItem("low_confidence", message, x, y, c.id))
     return items
 
 
@@ -193,13 +217,18 @@ def to_grey(image: np.ndarray | Image.Image) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _model_info(path: Path, meta: dict) -> dict:
+def _model_info(path: Path, meta: dict, stain: str) -> dict:
     return {
         "file": path.name,
         "sha256": sha256_of(path),
         "architecture": meta.get("architecture", ""),
         "backbone": meta.get("backbone", ""),
+        "stain": stain,  # what it was trained on
     }
+
+
+class MissingModelError(FileNotFoundError):
+    """No model is installed for what was asked (e.g. G-band classification without its weights)."""
 
 
 class Karyotyper:
@@ -217,18 +246,34 @@ class Karyotyper:
         gain_penalty: float = DEFAULT_GAIN_PENALTY,
         loss_penalty: float = DEFAULT_LOSS_PENALTY,
         segment_tta: bool = False,
+        stain: StainChoice = "auto",
+        classifier_weights_by_stain: dict[str, Path] | None = None,
+        segmenter_weights_by_stain: dict[str, Path] | None = None,
         resolve_clusters: bool = False,
         split_margin: float = DEFAULT_SPLIT_MARGIN,
     ) -> None:
+        """`classifier_weights` is the Q-band classifier (default models/chrnet4.pt);
+        `classifier_weights_by_stain` overrides any stain's (default: the committed ones).
+        `stain` is what `analyse` assumes when not told: q, g or auto (detected per image).
+        `resolve_clusters`: split detections that hold two touching chromosomes where the
+        assignment improves by more than `split_margin` nats (karyoflow.clusters)."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_flush_denormal(True)
         self.device = torch.device(device)
-        segmenter_path = Path(segmenter_weights or DEFAULT_SEGMENTER)
-        classifier_path = Path(classifier_weights or DEFAULT_CLASSIFIER)
+        self.stain: StainChoice = check_stain(stain)
+        segmenter_path = Path(segmenter_weights or default_segmenter_weights())
+        self.classifier_paths: dict[str, Path] = {
+            "q": Path(classifier_weights or default_classifier_weights("q")),
+            "g": default_classifier_weights("g"),
+            **{k: Path(v) for k, v in (classifier_weights_by_stain or {}).items()},
+        }
+        self.segmenter_paths: dict[str, Path] = {k: Path(v) for k, v in (segmenter_weights_by_stain or {}).items()}
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
-        self.classifier = ChromosomeClassifier(classifier_path, device=device)
+        self._segmenters: dict[str, tuple[object, dict]] = {}
+        self._segmenter_info = _model_info(segmenter_path, segmenter_meta, str(segmenter_meta.get("stain", "q")))
+        self._classifiers: dict[str, ChromosomeClassifier] = {}
         self.score_threshold = score_threshold
         self.segment_tta = segment_tta  # a second, mirrored segmentation pass (opt-in)
         self.max_containment = max_containment
@@ -236,12 +281,9 @@ class Karyotyper:
         # with the assignment, weaker detections are candidates it may keep or reject
         self.candidate_threshold = min(candidate_threshold, score_threshold) if assignment else score_threshold
         self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
-        # touching chromosomes segmented as one are split when the assignment says so
         self.resolve_clusters = resolve_clusters and assignment
         self.split_margin = split_margin
-        self.models = {
-            "segmenter": _model_info(segmenter_path, segmenter_meta),
-            "classifier": _model_info(classifier_path, self.classifier.meta),
+        self.settings = {
             "score_threshold": score_threshold,
             "max_containment": max_containment,
             "segment_tta": segment_tta,
@@ -249,21 +291,71 @@ class Karyotyper:
             "assignment": "capacity" if assignment else "argmax",
             "resolve_clusters": self.resolve_clusters,
         }
+        self.models = self.models_for("q")
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Stage 1: the chromosome candidates of a grey MCI."""
-        detections = segment_images(self.segmenter, [image], self.device, flip_tta=self.segment_tta)[0]
+    # -- models per stain --
+
+    @property
+    def classifier(self) -> ChromosomeClassifier:
+        """The Q-band classifier (what a Karyotyper without stains used)."""
+        return self.classifier_for("q")
+
+    def classifier_for(self, stain: Stain) -> ChromosomeClassifier:
+        if stain not in self._classifiers:
+            path = self.classifier_paths[stain]
+            if not path.is_file():
+                raise MissingModelError(f"no {STAIN_NAMES[stain]} classifier at {path}")
+            classifier = ChromosomeClassifier(path, device=str(self.device))
+            trained_on = weights_stain(classifier.meta)
+            if trained_on != stain:
+                raise MissingModelError(f"{path} was trained on {STAIN_NAMES.get(trained_on, trained_on)} ICIs")
+            self._classifiers[stain] = classifier
+        return self._classifiers[stain]
+
+    def segmenter_for(self, stain: Stain) -> tuple[object, dict]:
+        """The stain's own segmenter if one was given, else the default one (on the working
+        representation, which is the same for both stains) and its model info."""
+        path = self.segmenter_paths.get(stain)
+        if path is None:
+            return self.segmenter, self._segmenter_info
+        if stain not in self._segmenters:
+            segmenter, meta = load_segmenter(path, self.device)
+            self._segmenters[stain] = (segmenter, _model_info(path, meta, str(meta.get("stain", stain))))
+        return self._segmenters[stain]
+
+    def models_for(self, stain: Stain) -> dict:
+        classifier = self.classifier_for(stain)
+        return {
+            "segmenter": self.segmenter_for(stain)[1],
+            "classifier": _model_info(self.classifier_paths[stain], classifier.meta, weights_stain(classifier.meta)),
+            **self.settings,
+        }
+
+    def working_image(
+        self, image: np.ndarray | Image.Image, stain: StainChoice | None = None
+    ) -> tuple[np.ndarray, Stain]:
+        """A grey MCI in the working representation (bright on dark) and its stain: the one
+        given, else this Karyotyper's, with 'auto' detected from the image's background."""
+        grey = to_grey(image)
+        resolved = resolve_stain(stain or self.stain, [grey])
+        return to_bright_on_dark(grey, resolved), resolved
+
+    # -- the four stages --
+
+    def detect(self, image: np.ndarray, stain: Stain = "q") -> Detections:
+        """Stage 1: the chromosome candidates of a grey MCI in the working representation."""
+        segmenter = self.segmenter_for(stain)[0]
+        detections = segment_images(segmenter, [image], self.device, flip_tta=self.segment_tta)[0]
         return select_chromosomes(detections, self.candidate_threshold, self.max_containment)
 
-    def cut_and_straighten(self, image: np.ndarray, detections: Detections) -> SegmentedCell:
+    def cut_and_straighten(self, image: np.ndarray, detections: Detections, stain: Stain = "q") -> SegmentedCell:
         """Stage 2: every candidate cut out with its mask, rotated & cropped; the cell's
-        normalisation for the classifier."""
+        normalisation for the stain's classifier."""
+        preprocessing = self.classifier_for(stain).preprocessing
         cuts = [cut_out(image, mask) for mask in detections.masks]
-        straightened = [straighten(ici, self.classifier.preprocessing.method) for ici, _ in cuts]
+        straightened = [straighten(ici, preprocessing.method) for ici, _ in cuts]
         images = [s.image for s in straightened]
-        scale, level = (
-            cell_normalisation(images, self.classifier.preprocessing.reference_size) if images else (1.0, 255.0)
-        )
+        scale, level = cell_normalisation(images, preprocessing.reference_size) if images else (1.0, 255.0)
         return SegmentedCell(
             width=image.shape[1],
             height=image.shape[0],
@@ -274,18 +366,19 @@ class Karyotyper:
             angles=np.array([s.angle for s in straightened], dtype=np.float32),
             scale=scale,
             level=level,
+            stain=stain,
         )
 
-    def canvas(self, straightened: np.ndarray, scale: float, level: float) -> np.ndarray:
-        preprocessing = self.classifier.preprocessing
+    def canvas(self, straightened: np.ndarray, scale: float, level: float, stain: Stain = "q") -> np.ndarray:
+        preprocessing = self.classifier_for(stain).preprocessing
         return canvas_for(straightened, scale, level, preprocessing.height, preprocessing.width)
 
     def classify(self, cell: SegmentedCell) -> list[IciPrediction]:
-        """Stage 3: ChrNet4 on every ICI of the cell."""
+        """Stage 3: the stain's ChrNet4 on every ICI of the cell."""
         if not cell.straightened:
             return []
-        canvases = np.stack([self.canvas(image, cell.scale, cell.level) for image in cell.straightened])
-        return self.classifier.predict_canvases(canvases, cell.angles)
+        canvases = np.stack([self.canvas(image, cell.scale, cell.level, cell.stain) for image in cell.straightened])
+        return self.classifier_for(cell.stain).predict_canvases(canvases, cell.angles)
 
     def _assignment_scores(self, detection_scores: np.ndarray) -> np.ndarray:
         # detections above the score threshold are chromosomes; only weaker candidates may be
@@ -295,16 +388,19 @@ class Karyotyper:
     def resolve(
         self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction]
     ) -> tuple[SegmentedCell, list[IciPrediction], list[Split]]:
-        """Stage 3b: detections holding two touching chromosomes split in two where the cell's
-        assignment improves (karyoflow.clusters); the pieces are appended after the kept ones."""
+        """Stage 3b (opt-in): detections holding two touching chromosomes split in two where the
+        cell's assignment improves (karyoflow.clusters); the pieces follow the kept detections.
+        `image` is the working representation the cell was cut from."""
         if not predictions:
             return cell, predictions, []
+        classifier = self.classifier_for(cell.stain)
+        method = classifier.preprocessing.method
 
         def classify_masks(masks: list[np.ndarray]) -> np.ndarray:
-            pieces = [straighten(cut_out(image, mask)[0], self.classifier.preprocessing.method) for mask in masks]
-            canvases = np.stack([self.canvas(piece.image, cell.scale, cell.level) for piece in pieces])
+            pieces = [straighten(cut_out(image, mask)[0], method) for mask in masks]
+            canvases = np.stack([self.canvas(piece.image, cell.scale, cell.level, cell.stain) for piece in pieces])
             angles = np.array([piece.angle for piece in pieces], dtype=np.float32)
-            return np.stack([p.probabilities for p in self.classifier.predict_canvases(canvases, angles)])
+            return np.stack([p.probabilities for p in classifier.predict_canvases(canvases, angles)])
 
         probabilities = np.stack([p.probabilities for p in predictions])
         splits = resolve_splits(
@@ -322,7 +418,7 @@ class Karyotyper:
         kept = [i for i in range(len(predictions)) if i not in split_parents]
         piece_masks = [mask for split in splits for mask in split.masks]
         cuts = [cut_out(image, mask) for mask in piece_masks]
-        pieces = [straighten(ici, self.classifier.preprocessing.method) for ici, _ in cuts]
+        pieces = [straighten(ici, method) for ici, _ in cuts]
         piece_scores = [cell.detection_scores[split.parent] for split in splits for _ in split.masks]
         piece_predictions = [
             prediction_from_probabilities(p, piece.angle)
@@ -338,6 +434,7 @@ class Karyotyper:
             angles=np.concatenate([cell.angles[kept], np.array([piece.angle for piece in pieces], np.float32)]),
             scale=cell.scale,
             level=cell.level,
+            stain=cell.stain,
         )
         return resolved, [predictions[i] for i in kept] + piece_predictions, splits
 
@@ -382,7 +479,7 @@ class Karyotyper:
                 probabilities, self.gain_penalty, self.loss_penalty, self._assignment_scores(cell.detection_scores)
             )
             if self.assignment
-            else (float("inf"), None)
+            else (math.inf, None)
         )
         return KaryotypeResult(
             name,
@@ -391,17 +488,18 @@ class Karyotyper:
             chromosomes,
             karyotype,
             {k: round(v, 1) for k, v in timings.items()},
-            self.models,
-            margin,
-            rival,
-            review_items(chromosomes, karyotype),
+            self.models_for(cell.stain),
+            stain=cell.stain,
+            margin_nats=margin,
+            rival=rival,
+            review=review_items(chromosomes, karyotype),
         )
 
     def merged_pair_items(
         self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction], result: KaryotypeResult
     ) -> list[ReviewItem]:
         """Where a cell short of chromosomes has a detection whose split in two (karyoflow.
-        clusters) would make the assignment cheaper, though not by enough to be made."""
+        clusters) would make the assignment cheaper, even by less than the split margin."""
         if len(result.chromosomes) >= NORMAL_COUNT or not predictions:
             return []
         saved_margin, self.split_margin = self.split_margin, 0.0
@@ -416,26 +514,30 @@ class Karyotyper:
             items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
         return items
 
-    def analyse(self, image: np.ndarray | Image.Image, name: str = "image") -> KaryotypeResult:
-        """All four stages in process, each timed."""
-        grey = to_grey(image)
+    def analyse(
+        self, image: np.ndarray | Image.Image, name: str = "image", stain: StainChoice | None = None
+    ) -> KaryotypeResult:
+        """All four stages in process, each timed. `stain`: q, g or auto (default: this
+        Karyotyper's); a G-band image is worked on inverted."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        detections = self.detect(grey)
+        working, resolved = self.working_image(image, stain)
+        detections = self.detect(working, resolved)
         timings["segment"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        cell = self.cut_and_straighten(grey, detections)
+        cell = self.cut_and_straighten(working, detections, resolved)
         timings["straighten"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         predictions = self.classify(cell)
         timings["classify"] = (time.perf_counter() - started) * 1000
         if self.resolve_clusters:
             started = time.perf_counter()
-            cell, predictions, _ = self.resolve(grey, cell, predictions)
+            cell, predictions, _ = self.resolve(working, cell, predictions)
             timings["resolve"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         result = self.assemble(name, cell, predictions, timings)
         if self.assignment:
-            result.review[1:1] = self.merged_pair_items(grey, cell, predictions, result)
+            # after the count item, before the per-chromosome ones
+            result.review[1:1] = self.merged_pair_items(working, cell, predictions, result)
         result.timings_ms["assemble"] = round((time.perf_counter() - started) * 1000, 1)
         return result

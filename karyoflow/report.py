@@ -8,7 +8,6 @@ import io
 import json
 import math
 from functools import cache
-from pathlib import Path
 
 import jsonschema
 from pycocotools import mask as mask_utils
@@ -17,14 +16,14 @@ from karyoflow.files import write_atomically
 from karyoflow.karyogram import render_karyogram
 from karyoflow.karyotype import CLINICAL_NOTE
 from karyoflow.pipeline import KaryotypeResult
+from karyoflow.resources import report_schema_path
 
 __all__ = ["build_report", "render_outputs", "validate_report", "write_atomically"]
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "report.schema.json"
 
 
 @cache
 def report_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    return json.loads(report_schema_path().read_text())
 
 
 def validate_report(report: dict) -> None:
@@ -39,10 +38,32 @@ def mask_rle(mask) -> dict:
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
+def _chromosome_entry(c) -> dict:
+    entry = {
+        "id": c.id,
+        "label": c.label,
+        "class_index": c.class_index,
+        "score": round(c.score, 4),
+        "top3": [[label, round(p, 4)] for label, p in c.top3],
+        "argmax_label": c.argmax_label,
+        "detection_score": round(c.detection_score, 4),
+        "low_confidence": c.low_confidence,
+        "angle": round(c.angle, 2),
+    }
+    if c.bbox is not None and c.mask is not None:
+        entry["bbox"] = list(c.bbox)
+        entry["mask"] = mask_rle(c.mask)
+    if c.source:
+        entry["file"] = c.source
+    return entry
+
+
 def build_report(result: KaryotypeResult) -> dict:
-    return {
+    report = {
         "schema_version": 1,
         "image": result.image_name,
+        "source": result.source,
+        "stain": result.stain,
         "width": result.width,
         "height": result.height,
         "karyotype": result.karyotype.iscn,
@@ -56,25 +77,13 @@ def build_report(result: KaryotypeResult) -> dict:
             "rival": result.rival,
             "review": [{k: v for k, v in dataclasses.asdict(item).items() if v is not None} for item in result.review],
         },
-        "chromosomes": [
-            {
-                "id": c.id,
-                "label": c.label,
-                "class_index": c.class_index,
-                "score": round(c.score, 4),
-                "top3": [[label, round(p, 4)] for label, p in c.top3],
-                "argmax_label": c.argmax_label,
-                "detection_score": round(c.detection_score, 4),
-                "low_confidence": c.low_confidence,
-                "bbox": list(c.bbox),
-                "mask": mask_rle(c.mask),
-                "angle": round(c.angle, 2),
-            }
-            for c in result.chromosomes
-        ],
+        "chromosomes": [_chromosome_entry(c) for c in result.chromosomes],
         "timings_ms": result.timings_ms,
         "models": result.models,
     }
+    if result.source == "icis":  # a cell given as its ICIs has no metaphase image to measure
+        del report["width"], report["height"]
+    return report
 
 
 def karyogram_image(result: KaryotypeResult):
@@ -83,6 +92,7 @@ def karyogram_image(result: KaryotypeResult):
         title=result.image_name,
         karyotype=result.karyotype.iscn,
         count=len(result.chromosomes),
+        stain=result.stain,
     )
 
 

@@ -10,7 +10,8 @@ Methods:
 - "none": no rotation; only the empty margins are cut.
 
 Input: a grey image, bright chromosome on a dark (zero) background, as BioImLab Q-band ICIs
-and ICIs cut out of an MCI with their mask.
+and ICIs cut out of an MCI with their mask. A G-band ICI (dark on white) is straightened with
+`stain="g"`: it is worked on inverted and returned dark on white again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
+from karyoflow.stain import Stain, for_display, to_bright_on_dark
 
 Method = Literal["hough", "mask", "none"]
 METHODS: tuple[str, ...] = ("hough", "mask", "none")
@@ -103,14 +106,18 @@ def mask_angle(image: np.ndarray) -> float | None:
     return math.degrees(math.atan2(major[1], major[0]))
 
 
-def straighten(image: np.ndarray, method: Method = "mask") -> Straightened:
-    """Rotate the chromosome vertical with `method`, then crop its empty margins."""
+def straighten(image: np.ndarray, method: Method = "mask", stain: Stain = "q") -> Straightened:
+    """Rotate the chromosome vertical with `method`, then crop its empty margins. The result is
+    in the input's polarity: bright on dark for Q-band, dark on white for `stain="g"`."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 grey image, got {image.dtype}")
     if method not in METHODS:
         raise ValueError(f"unknown straightening method {method!r}; choose from {METHODS}")
+    if stain == "g":
+        worked = straighten(to_bright_on_dark(image, "g"), method)
+        return Straightened(for_display(worked.image, "g"), worked.angle)
     cropped = crop_margins(image)
     line_angle = None
     if method == "hough":

@@ -1,3 +1,3 @@
-"""Infrastructure shared by the API and the workers: settings and object storage.
-
-Depends on the core package (`karyoflow`) only for domain types; the core never imports it."""
+"""Tools around a running deployment: the development stack (`service.devstack`), the API's
+typed client with the `karyo submit|cases|throughput` commands (`service.client`), and the
+`karyo` entry point that adds these commands to the core's (`service.cli`)."""

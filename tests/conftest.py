@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from service.settings import Settings
-from service.stack import Stack, StackConfig
-from service.storage import ObjectStore
+from infra.settings import Settings
+from infra.storage import ObjectStore
+from service.devstack.stack import Stack, StackConfig
+from tests.helpers import offset_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +56,10 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pa
 def stack(tmp_path_factory: pytest.TempPathFactory):
     config = StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"),
-        redis_port=6391,
-        s3_port=18333,
-        api_port=8711,
-        flower_port=5567,
+        redis_port=offset_port(6391),
+        s3_port=offset_port(18333),
+        api_port=offset_port(8711),
+        flower_port=offset_port(5567),
         database=f"karyoflow_test_{os.getpid()}",
         stuck_after_s=25,
         sweep_interval_s=2,

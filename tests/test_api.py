@@ -12,8 +12,8 @@ from api.main import app
 from db import session as db_session
 from db.admin import create_clinic
 from db.migrate import upgrade
+from infra.settings import get_settings
 from karyoflow.data.bioimlab import read_ici_case
-from service.settings import get_settings
 
 client = TestClient(app)
 
@@ -75,7 +75,11 @@ def test_bad_uploads_get_4xx_with_a_reason(api_key: str) -> None:
     assert not_image.status_code == 422 and "a.bmp: not a readable" in not_image.text
     black = post("b.png", _png(np.zeros((40, 20), np.uint8)))
     assert black.status_code == 422 and "b.png: the image is empty" in black.text
-    tiny = post("c.png", _png(np.full((2, 30), 200, np.uint8)))
+    white = post("w.png", _png(np.full((40, 20), 255, np.uint8)))  # G-band's background and nothing on it
+    assert white.status_code == 422 and "w.png: the image is empty" in white.text
+    banded = np.full((2, 30), 200, np.uint8)
+    banded[:, ::3] = 40
+    tiny = post("c.png", _png(banded))
     assert tiny.status_code == 422 and "too small for a chromosome image" in tiny.text
     gif = io.BytesIO()
     Image.fromarray(np.full((40, 20), 200, np.uint8)).save(gif, format="GIF")
@@ -91,7 +95,7 @@ def test_dependencies_down_give_503_with_reasons(tmp_path: Path) -> None:
     reasons, also for an SQLite database that is missing, unmigrated or behind the code."""
     import sqlite3
 
-    from service.readiness import check_dependencies
+    from api.readiness import check_dependencies
 
     dead = {
         "KARYO_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/karyoflow",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from karyoflow.classify.weights import DEFAULT_WEIGHTS, sha256_of
+from karyoflow.classify.weights import sha256_of
+from karyoflow.resources import default_classifier_weights
 from tests.test_train_eval import karyo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_model_card_matches_the_committed_weights() -> None:
     card = (REPO / "models" / "chrnet4.md").read_text()
-    assert sha256_of(DEFAULT_WEIGHTS) in card
-    assert DEFAULT_WEIGHTS.stat().st_size < 40 * 1024 * 1024  # fp16
+    assert sha256_of(default_classifier_weights()) in card
+    assert default_classifier_weights().stat().st_size < 40 * 1024 * 1024  # fp16
 
 
 def test_default_weights_classify_the_labelled_cells(labelled_dir: Path, tmp_path: Path) -> None:

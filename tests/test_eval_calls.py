@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from karyoflow.data.bioimlab import read_mci
-from karyoflow.data.synth import write_synthetic_set
+from karyoflow.data.synth import synthesize_folder
 from karyoflow.joint_eval import evaluate_joint
 from karyoflow.karyotype import karyotype_from_labels
 from karyoflow.labels import LABEL_TO_INDEX
@@ -53,8 +53,8 @@ def analyse_from_truth(drop: dict[str, int]):
 
 def test_eval_reports_exact_calls_sensitivity_per_change_and_count_error(labelled_dir: Path, tmp_path: Path) -> None:
     cells = ["1", "2", "3"]
-    normal = write_synthetic_set(labelled_dir, cells, tmp_path / "normal", seed=2)
-    abnormal = write_synthetic_set(labelled_dir, cells, tmp_path / "abnormal", seed=2, abnormal=True)
+    normal = synthesize_folder(labelled_dir, cells, tmp_path / "normal", seed=2)
+    abnormal = synthesize_folder(labelled_dir, cells, tmp_path / "abnormal", seed=2, abnormal=True)
     assert [iscn for _, iscn in abnormal] == ["47,XX,+21", "47,XX,+18", "47,XY,+13"]
     # cell 2's normal picture misses one chromosome (a false loss); cell 3's trisomy 13 picture
     # misses one (called 46: the change is not seen)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Case, TaskRun
-from service.stack import Stack
+from service.devstack.stack import Stack
 from tests.helpers import submit, wait_done
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_flower_needs_credentials_and_lists_the_workers(stack: Stack) -> None:
 
 def test_throughput_summary_figures() -> None:
     """The arithmetic of `karyo throughput` on made-up finished cases (no stack needed)."""
-    from service.cli import throughput_summary
+    from service.client.throughput import throughput_summary
 
     def case(status: str, seconds: float) -> dict:
         return {

@@ -1,5 +1,5 @@
 """The distributed service end to end: real Redis (its own redis-server), PostgreSQL, SeaweedFS
-S3, the API under uvicorn, two Celery worker processes and the sweeper (service.stack)."""
+S3, the API under uvicorn, two Celery worker processes and the sweeper (service.devstack.stack)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Case, CaseImage, ChromosomeRow, ModelVersion, TaskRun
+from infra.storage import ObjectStore
 from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
-from service.stack import Stack
-from service.storage import ObjectStore
-from tests.helpers import png_of, submit, wait_done, wait_status
+from service.devstack.stack import Stack
+from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -204,8 +204,8 @@ def test_readiness_follows_the_dependencies(stack: Stack) -> None:
         stack.start_redis()
     assert httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200
     # a wrong S3 secret (an IT misconfiguration) is named as such, not as "ok"
-    from service.readiness import check_dependencies
-    from service.settings import Settings
+    from api.readiness import check_dependencies
+    from infra.settings import Settings
 
     env = stack.env
     wrong = Settings(
@@ -229,7 +229,7 @@ def test_a_broker_outage_leaves_the_case_to_the_sweeper_other_errors_fail_it(
     error fails it with the stage and the reason. Redis is down during the upload, so no worker
     touches the case meanwhile."""
     from db import session as db_session
-    from service.settings import get_settings
+    from infra.settings import get_settings
     from workers.tasks import segment_image  # imported (torch and all) before the clock starts
 
     key = stack.create_clinic("Clinic Broker")
@@ -389,11 +389,13 @@ def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, 
     from service.cli import main as karyo
 
     monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
-    ports = ["--api-port", "8721", "--redis-port", "6392", "--s3-port", "18433", "--flower-port", "5577"]
+    # beside the session stack's ports; S3 50 above its (SeaweedFS's other ports follow S3's)
+    api_port = offset_port(8721)
+    ports = ["--api-port", str(api_port), "--redis-port", str(offset_port(6392)), "--s3-port", str(offset_port(18383))]
     try:
-        assert karyo(["stack", "up", "--sqlite", *ports]) == 0
+        assert karyo(["stack", "up", "--sqlite", *ports, "--flower-port", str(offset_port(5577))]) == 0
         printed = capsys.readouterr().out
-        assert "http://127.0.0.1:8721" in printed and "kf_" in printed
+        assert f"http://127.0.0.1:{api_port}" in printed and "kf_" in printed
         assert karyo(["stack", "status"]) == 0
         status = capsys.readouterr().out
         assert "segment 0" in status and "/health 200  /health/ready 200" in status and "STOPPED" not in status

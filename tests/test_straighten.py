@@ -67,3 +67,18 @@ def test_canvas_shrinks_what_does_not_fit() -> None:
     canvas = place_on_canvas(np.full((300, 20), 200, np.uint8), scale=1.0)
     assert canvas.shape == (CANVAS_HEIGHT, CANVAS_WIDTH)
     assert (canvas[:, CANVAS_WIDTH // 2] > 0).sum() >= CANVAS_HEIGHT - 6
+
+
+@pytest.mark.parametrize("angle", [-60, -15, 25, 70])
+def test_gband_straightening_on_white(angle: float) -> None:
+    """A dark-on-white (G-band) rod is straightened like its inverse and stays dark on white."""
+    rod_on_white = 255 - rotate_expand(banded_rod(), angle)
+    result = straighten(rod_on_white, "mask", stain="g")
+    assert angle_error(result.angle, -angle) <= 2.0
+    h, w = result.image.shape
+    assert h > 3 * w
+    border = np.concatenate([result.image[0], result.image[-1], result.image[:, 0], result.image[:, -1]])
+    assert np.median(border) == 255 and result.image.min() < 110  # white margins, dark chromosome
+    # treated as Q-band, the white background is taken for the chromosome: nothing is cut out
+    as_q = straighten(rod_on_white, "mask").image
+    assert as_q.shape[0] < 3 * as_q.shape[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from karyoflow.data.bioimlab import list_mcis, load_grey, read_ici_case, read_mci
-from karyoflow.data.synth import ABNORMAL_CYCLE, abnormal_cell, write_synthetic_set
+from karyoflow.data.synth import ABNORMAL_CYCLE, abnormal_cell, synthesize_folder
 from karyoflow.karyotype_metrics import change_of, counts_from_iscn
 from karyoflow.labels import LABELS
 from karyoflow.segment.dataset import polygon_mask
@@ -21,7 +21,7 @@ MALE_CELLS = {"3", "106", "107"}
 
 
 def test_every_change_of_the_cycle_is_painted_as_its_truth_says(labelled_dir: Path, tmp_path: Path) -> None:
-    written = write_synthetic_set(labelled_dir, CELLS, tmp_path, per_cell=2, seed=4, abnormal=True)
+    written = synthesize_folder(labelled_dir, CELLS, tmp_path, per_cell=2, seed=4, abnormal=True)
     assert len(written) == 16 and len(list_mcis(tmp_path)) == 16
     seen = set()
     for position, (path, iscn) in enumerate(written):

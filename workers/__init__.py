@@ -1,3 +1,6 @@
-"""Celery workers (segment, classify, assemble queues) arrive with the service issue (#5).
+"""Celery workers: the app and its queues (`app`: segment, classify, assemble), the tasks that run
+the pipeline stage by stage on a case's images (`tasks`), the models loaded once per worker
+process (`runtime`) and the sweeper that re-enqueues stuck cases (`sweeper`).
 
-This package will import the core package (`karyoflow`) and never the reverse."""
+Imports the core (`karyoflow`), the runtime config (`infra`) and the database layer (`db`);
+none of them imports this package."""

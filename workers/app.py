@@ -19,7 +19,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
-from service.settings import get_settings
+from infra.settings import get_settings
 
 settings = get_settings()
 app = Celery("karyoflow", broker=settings.redis_url, backend=settings.redis_url, include=["workers.tasks"])

@@ -5,32 +5,41 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from infra.settings import get_settings
+from infra.storage import ObjectStore
 from karyoflow.pipeline import Karyotyper
-from service.settings import get_settings
-from service.storage import ObjectStore
 
 
 @lru_cache
 def get_karyotyper() -> Karyotyper:
     settings = get_settings()
+    gband = {"g": settings.classifier_weights_gband} if settings.classifier_weights_gband else {}
     return Karyotyper(
         settings.segmenter_weights,
         settings.classifier_weights,
         device=settings.device,
         segment_tta=settings.segment_tta,
+        classifier_weights_by_stain=gband,
     )
 
 
 def register_models(karyotyper: Karyotyper) -> None:
-    """Record the weights this worker runs in model_versions (once per sha256)."""
+    """Record the weights this worker runs in model_versions (once per sha256): the segmenter,
+    and the classifier of every stain whose weights are installed."""
     from sqlalchemy import select
 
     from db.models import ModelVersion
     from db.session import session_scope
 
     with session_scope() as session:
-        for name in ("segmenter", "classifier"):
-            info = karyotyper.models[name]
+        installed = [
+            (name, models[name])
+            for stain, path in karyotyper.classifier_paths.items()
+            if path.is_file()
+            for models in [karyotyper.models_for(stain)]  # type: ignore[arg-type]
+            for name in ("segmenter", "classifier")
+        ]
+        for name, info in installed:
             if session.scalar(select(ModelVersion).where(ModelVersion.sha256 == info["sha256"])) is None:
                 session.add(
                     ModelVersion(name=name, file=info["file"], sha256=info["sha256"], architecture=info["architecture"])

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from db.models import Case, CaseImage
 from db.session import session_scope
-from service.settings import get_settings
+from infra.settings import get_settings
 
 ACTIVE = ("received", "segmenting", "classifying", "assembling")
 MAX_SWEEPS = 5

@@ -29,11 +29,11 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
 from db.session import session_scope
+from infra.settings import get_settings
+from infra.storage import ObjectStore, image_prefix
 from karyoflow.classify.predictor import prediction_from_probabilities
 from karyoflow.pipeline import KaryotypeResult, SegmentedCell, grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
-from service.settings import get_settings
-from service.storage import ObjectStore, image_prefix
 from workers.app import app
 from workers.runtime import get_karyotyper, get_store
 
@@ -134,6 +134,7 @@ class ImageRef:
     object_key: str  # the uploaded original
     filename: str
     prefix: str  # where the image's derived objects live
+    stain: str = "auto"  # the case's stain as given: q, g or auto
 
 
 def _erased(image: CaseImage | None) -> bool:
@@ -174,7 +175,7 @@ def _set_stage(image_id: str, stage: str) -> ImageRef | None:
                 case.stage_started_at = datetime.now(UTC)
             case.status = stage
         prefix = image_prefix(case.clinic_id, case.id, image.position)
-        return ImageRef(case.id, image.object_key, image.filename, prefix)
+        return ImageRef(case.id, image.object_key, image.filename, prefix, case.stain)
 
 
 @app.task(base=CaseTask, bind=True, name="workers.tasks.segment_image")
@@ -185,11 +186,11 @@ def segment_image(self: Task, image_id: str) -> int:
     if ref is None:
         return 0
     store, karyotyper = get_store(), get_karyotyper()
-    grey = grey_from_bytes(store.get(ref.object_key))
     detect_started = time.perf_counter()
-    detections = karyotyper.detect(grey)
+    working, stain = karyotyper.working_image(grey_from_bytes(store.get(ref.object_key)), ref.stain)
+    detections = karyotyper.detect(working, stain)
     straighten_started = time.perf_counter()
-    cell = karyotyper.cut_and_straighten(grey, detections)
+    cell = karyotyper.cut_and_straighten(working, detections, stain)
     timings = {
         "segment": round((straighten_started - detect_started) * 1000, 1),
         "straighten": round((time.perf_counter() - straighten_started) * 1000, 1),
@@ -206,6 +207,7 @@ def segment_image(self: Task, image_id: str) -> int:
         "angles": cell.angles.tolist(),
         "scale": cell.scale,
         "level": cell.level,
+        "stain": stain,
         "timings_ms": timings,
     }
     store.put(f"{prefix}/cell.json", json.dumps(summary).encode(), "application/json")
@@ -221,14 +223,17 @@ def segment_image(self: Task, image_id: str) -> int:
         # fresh signatures on every try: a launched chord freezes its signatures' ids in place
         _when_broker_is_up(
             lambda: chord(
-                classify_ici.s(image_id, n, cell.scale, cell.level, ref.case_id, prefix) for n in range(1, count + 1)
+                classify_ici.s(image_id, n, cell.scale, cell.level, ref.case_id, prefix, stain)
+                for n in range(1, count + 1)
             )(assemble_image.s(image_id))
         )
     return count
 
 
 @app.task(base=CaseTask, bind=True, name="workers.tasks.classify_ici")
-def classify_ici(self: Task, image_id: str, number: int, scale: float, level: float, case_id: str, prefix: str) -> dict:
+def classify_ici(
+    self: Task, image_id: str, number: int, scale: float, level: float, case_id: str, prefix: str, stain: str = "q"
+) -> dict:
     """ChrNet4 on one stored ICI with its cell's normalisation: {"p": 24 probabilities, "ms"}.
     The segment task passes the case and the object prefix, so the 46 tasks of an MCI do not each
     ask the database (`image_id` stays the first argument: `on_failure` looks for it there).
@@ -248,8 +253,8 @@ def classify_ici(self: Task, image_id: str, number: int, scale: float, level: fl
             return {"p": [], "ms": 0.0}
         raise
     classify_started = time.perf_counter()
-    canvas = karyotyper.canvas(ici, scale, level)[None]
-    prediction = karyotyper.classifier.predict_canvases(canvas, np.zeros(1))[0]
+    canvas = karyotyper.canvas(ici, scale, level, stain)[None]
+    prediction = karyotyper.classifier_for(stain).predict_canvases(canvas, np.zeros(1))[0]
     milliseconds = (time.perf_counter() - classify_started) * 1000
     _record(case_id, image_id, "classify", self, started)
     return {"p": [float(p) for p in prediction.probabilities], "ms": round(milliseconds, 2)}
@@ -281,6 +286,7 @@ def _save_result(
             )
         )
     image.status = "done"
+    image.stain = result.stain
     image.chromosome_count = len(result.chromosomes)
     image.karyotype = result.karyotype.iscn
     image.abnormal = result.karyotype.abnormal
@@ -325,6 +331,7 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
         angles=np.asarray(summary["angles"], dtype=np.float32),
         scale=summary["scale"],
         level=summary["level"],
+        stain=summary.get("stain", "q"),  # cells stored before stains were recorded are Q-band
     )
     predictions = [
         prediction_from_probabilities(np.asarray(c["p"]), angle)

@@ -8,7 +8,7 @@ import json
 import logging
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
 from minio.error import S3Error
@@ -20,8 +20,8 @@ from api.auth import Caller, current_caller, current_clinic, get_db
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
-from service.settings import Settings, get_settings
-from service.storage import ObjectStore, image_prefix
+from infra.settings import Settings, get_settings
+from infra.storage import ObjectStore, image_prefix
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")
@@ -55,6 +55,9 @@ async def create_case(
     db: Annotated[Session, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     reference: Annotated[str, Form(max_length=200)] = "",
+    stain: Annotated[
+        Literal["q", "g", "auto"], Form(description="q (Q-band), g (G-band) or auto: detected per image")
+    ] = "auto",
 ) -> CaseCreated:
     """One case from one or more MCIs. Every file is checked first; the case and its files are
     stored (database and object storage) before anything is enqueued. A bad file creates
@@ -75,7 +78,7 @@ async def create_case(
     ]
     store = get_store()
     clinic_id = caller.clinic_id
-    case = Case(clinic_id=clinic_id, reference=reference, status="received")
+    case = Case(clinic_id=clinic_id, reference=reference, status="received", stain=stain)
     db.add(case)
     db.flush()
     db.add(_audit(caller, "case.created", case, {"images": len(checked)}))  # committed with the case

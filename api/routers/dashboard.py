@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from api.auth import clinic_for_key, get_db
-from service.monitoring import case_figures, queue_depths, workers_online
-from service.settings import Settings, get_settings
+from api.monitoring import case_figures, queue_depths, workers_online
+from infra.settings import Settings, get_settings
 
 router = APIRouter(tags=["dashboard"])
 PAGE = (Path(__file__).resolve().parents[1] / "templates" / "dashboard.html").read_text()
@@ -69,6 +69,6 @@ def dashboard_data(
 ) -> dict:
     figures = case_figures(db, clinic_id)
     figures["queues"] = queue_depths(settings.redis_url)
-    figures["workers"] = workers_online()
+    figures["workers"] = workers_online(settings.redis_url)
     figures["flower_url"] = settings.flower_url
     return figures

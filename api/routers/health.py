@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from api.deps import get_classifier
+from api.readiness import OK, check_dependencies
 from api.schemas import Health, Readiness
-from api.settings import Settings, get_settings
-from service.readiness import OK, check_dependencies
+from infra.settings import Settings, get_settings
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("karyoflow.api")

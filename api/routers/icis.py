@@ -1,32 +1,52 @@
-"""Synchronous classification of one cell's uploaded ICIs, in the API process (already cut out
-and straightened by the lab; whole MCIs go through /v1/cases and the workers). Needs a clinic's
-API key like every other /v1 route: it spends CPU/GPU time."""
+"""Synchronous karyotyping of one cell given as its cut-out chromosome images (ICIs), in the API
+process: how many labs export a metaphase from their current software. Whole MCIs go through
+/v1/cases and the workers. Needs a clinic's API key like every other /v1 route: it spends
+CPU/GPU time."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, UploadFile
+import numpy as np
+from fastapi import APIRouter, Depends, Form, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from api.auth import current_clinic
 from api.deps import get_classifier
 from api.schemas import CellClassification, IciClassification
-from api.settings import Settings, get_settings
 from api.uploads import check_image
-from karyoflow.classify.predictor import ChromosomeClassifier
+from infra.settings import Settings, get_settings
+from karyoflow.classify.weights import WeightsError
+from karyoflow.karyotype import assign_karyotype
+from karyoflow.labels import LABELS
+from karyoflow.stain import STAIN_NAMES, resolve_stain, to_bright_on_dark
 
 router = APIRouter(prefix="/v1/icis", tags=["icis"])
+StainForm = Literal["q", "g", "auto"]
 MIN_ICI_SIDE = 4  # pixels; the smallest BioImLab ICIs are about 10 wide
 
 
-@router.post("/classify", response_model=CellClassification)
+def _classify_cell(images: list[np.ndarray], stain_choice: str) -> tuple[str, list, object]:
+    """Stain, per-ICI predictions and the cell's karyotype (blocking: torch; run in a thread)."""
+    stain = resolve_stain(stain_choice, images)
+    try:
+        classifier = get_classifier(stain)
+    except WeightsError as error:
+        raise HTTPException(422, f"no {STAIN_NAMES[stain]} classifier is installed on this server") from error
+    predictions = classifier.classify_cell([to_bright_on_dark(image, stain) for image in images])
+    karyotype = assign_karyotype(np.stack([p.probabilities for p in predictions]))
+    return stain, predictions, karyotype
+
+
+@router.post("/classify", response_model=CellClassification, responses={413: {}, 415: {}, 422: {}})
 async def classify_icis(
     files: list[UploadFile],
     settings: Annotated[Settings, Depends(get_settings)],
-    classifier: Annotated[ChromosomeClassifier, Depends(get_classifier)],
     _clinic_id: Annotated[int, Depends(current_clinic)],
+    stain: Annotated[StainForm, Form(description="q, g or auto (a bright background means G)")] = "auto",
 ) -> CellClassification:
-    """Classify the ICIs of one cell (send all of a cell's ICIs together: they share its scale)."""
+    """Classify the ICIs of one cell and call its karyotype (send all of a cell's ICIs together:
+    they share its scale, and the karyotype assignment needs the whole cell)."""
     if len(files) > settings.max_icis_per_request:
         raise HTTPException(422, f"at most {settings.max_icis_per_request} ICIs per request")
     checked = [
@@ -40,9 +60,12 @@ async def classify_icis(
         for f in files
     ]
     images = [item.grey() for item in checked]
-    predictions = classifier.classify_cell(images)
+    resolved, predictions, karyotype = await run_in_threadpool(_classify_cell, images, stain)
     return CellClassification(
         n=len(predictions),
+        stain=resolved,
+        karyotype=karyotype.iscn,
+        abnormal=karyotype.abnormal,
         icis=[
             IciClassification(
                 filename=f.filename or "",
@@ -51,7 +74,8 @@ async def classify_icis(
                 score=p.score,
                 top3=p.top3,
                 angle=p.angle,
+                assigned_label=LABELS[k],
             )
-            for f, p in zip(files, predictions, strict=True)
+            for f, p, k in zip(files, predictions, karyotype.labels, strict=True)
         ],
     )

@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
 
+from api.monitoring import STAGES, queue_depths
 from db.models import CASE_STATUSES, Case, TaskRun
 from db.session import session_scope
-from service.monitoring import STAGES, queue_depths
-from service.settings import get_settings
+from infra.settings import get_settings
 
 router = APIRouter(tags=["monitoring"])
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

@@ -6,7 +6,7 @@ from alembic import context
 
 from db.models import Base
 from db.session import make_engine
-from service.settings import get_settings
+from infra.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

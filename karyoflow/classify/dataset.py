@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from karyoflow.classify.preprocess import Preprocessing
-from karyoflow.data.bioimlab import read_icis
+from karyoflow.data.icis import read_ici_cells
 
 
 @dataclass
@@ -28,7 +28,7 @@ class IciTensors:
 def load_ici_tensors(data_dir: Path, cases: list[str] | None, preprocessing: Preprocessing) -> IciTensors:
     """Read and prepare every ICI of the given cells (all cells when None), cell by cell."""
     images, targets, case_of, paths = [], [], [], []
-    for case, records in read_icis(data_dir, cases).items():
+    for case, records in read_ici_cells(data_dir, cases).items():
         prepared = preprocessing.prepare([r.load() for r in records])
         images.append(prepared.canvases)
         targets.extend(r.class_index for r in records)

@@ -1,5 +1,7 @@
-"""ChromosomeClassifier: loads ChrNet4 once, classifies the ICIs of a cell. Used in process,
-by the API and (later) by the workers."""
+"""ChromosomeClassifier: loads ChrNet4 once, classifies the ICIs of a cell. Used in process by
+the pipeline (Karyotyper, and through it the workers), the API's ICI endpoint and `karyo
+classify`; `prediction_from_probabilities` turns a worker's per-ICI probabilities into the same
+prediction."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from karyoflow.classify.losses import CenterLoss
 from karyoflow.classify.model import BLOCKS_PER_STAGE, ChrNet4
 from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, REFERENCE_SIZE, Preprocessing
 from karyoflow.classify.weights import save_weights
+from karyoflow.data.icis import layout_stain
 from karyoflow.labels import NUM_CLASSES
 
 
@@ -163,6 +164,7 @@ def train_classifier(
     meta = {
         "architecture": "ChrNet4",
         "blocks_per_stage": list(BLOCKS_PER_STAGE),
+        "stain": layout_stain(data_dir),  # what the ICIs it was trained on were stained with
         "straighten": config.method,
         "canvas": [config.canvas_height, config.canvas_width],
         "reference_size": config.reference_size,

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from karyoflow.labels import index_from_class_number
+from karyoflow.stain import Stain, to_bright_on_dark
 
 DATA_ENV = "KARYO_DATA"
 ICI_NAME = re.compile(r"^(?P<case>\d+) (?P<number>\d+)(?P<copy>[ab]?)\.bmp$")
@@ -54,11 +55,17 @@ def case_sort_key(case: str) -> tuple[int, str]:
 @dataclass(frozen=True)
 class IciRecord:
     path: Path
-    case: str
+    case: str  # the cell (BioImLab: case = cell; G-band: "<case>.<cell>")
     class_index: int  # 0..23
-    copy: str  # "a", "b" or "" (the single X or Y of a male cell)
+    copy: str  # BioImLab "a", "b" or "" (the single X or Y of a male cell); G-band "0", "1", "2"
+    stain: Stain = "q"
 
     def load(self) -> np.ndarray:
+        """The ICI in the working representation: bright chromosome on a dark background."""
+        return to_bright_on_dark(self.load_raw(), self.stain)
+
+    def load_raw(self) -> np.ndarray:
+        """The ICI as stored, in its stain's own polarity."""
         return load_grey(self.path)
 
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from karyoflow.data.bioimlab import load_grey, read_ici_case
 from karyoflow.files import write_atomically
 from karyoflow.karyotype import iscn_from_counts
 from karyoflow.labels import LABELS
@@ -233,7 +234,7 @@ def write_labelme(mci: SyntheticMci, path: Path, case: str | None = None, karyot
     write_atomically(path, json.dumps(document).encode())
 
 
-def write_synthetic_set(
+def synthesize_folder(
     data_dir: Path,
     cases: list[str],
     out: Path,
@@ -242,13 +243,12 @@ def write_synthetic_set(
     overlapping: float = DEFAULT_OVERLAPPING,
     seed: int = 0,
     abnormal: bool = False,
-    progress: Callable[[Iterable], Iterable] = lambda items: items,
+    progress: Callable[[Iterable[str]], Iterable[str]] = lambda cases: cases,
 ) -> list[tuple[Path, str]]:
-    """`per_cell` semi-synthetic MCIs per cell written to `out/mci/original_<case><a..>.json`,
-    and the (file, true ISCN) of each. With `abnormal`, every MCI gets the next numerical change
-    of ABNORMAL_CYCLE; a gained copy comes from another of the given cells."""
-    from karyoflow.data.bioimlab import load_grey, read_ici_case
-
+    """`per_cell` semi-synthetic MCIs of each cell, written to `out/mci/original_<case><a..>.json`
+    with a README saying how they were made; returns the (file, true ISCN) of each. With
+    `abnormal`, every MCI gets the next numerical change of ABNORMAL_CYCLE; a gained copy comes
+    from another of the given cells."""
     if not 1 <= per_cell <= 26:
         raise ValueError("per_cell must be 1..26 (one letter per picture)")
     rng = np.random.default_rng(seed)
@@ -269,4 +269,13 @@ def write_synthetic_set(
             path = out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json"
             write_labelme(mci, path, case, iscn)
             written.append((path, iscn))
+    (out / "README.md").write_text(
+        "# Semi-synthetic metaphases\n\n"
+        f"Made by `karyo data synth` from the ICIs of {len(cases)} cells of {data_dir} "
+        f"(seed {seed}, touching {touching}, overlapping {overlapping}"
+        + (", one numerical change per MCI" if abnormal else "")
+        + "). Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded, one "
+        "polygon per chromosome labelled with its class, the cell in `flags.case` and its true "
+        "karyotype in `flags.karyotype`.\n"
+    )
     return written

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from karyoflow.resources import default_segmenter_weights
 from karyoflow.segment.dataset import boxes_from_masks, image_tensor
 from karyoflow.segment.evaluate import Detections, mask_iou_matrix, match_instances
 from karyoflow.segment.model import build_model
 from karyoflow.weights_io import load_checked, save_fp16
 
 WEIGHTS_FORMAT = "karyoflow-chrrender/1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "chrrender.pt"
 
 
 def save_segmenter(model: torch.nn.Module, path: Path, meta: dict) -> str:
@@ -22,7 +22,7 @@ def save_segmenter(model: torch.nn.Module, path: Path, meta: dict) -> str:
 
 
 def load_segmenter(path: Path | None, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    state, meta = load_checked(Path(path or DEFAULT_WEIGHTS), WEIGHTS_FORMAT, "karyo train segment")
+    state, meta = load_checked(Path(path or default_segmenter_weights()), WEIGHTS_FORMAT, "karyo train segment")
     model = build_model(meta["backbone"], pointrend=meta["pointrend"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta

@@ -7,6 +7,7 @@ same numbers. Case figures are per clinic when a clinic is given; queues and wor
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 from sqlalchemy import func, select
@@ -28,11 +29,18 @@ def queue_depths(redis_url: str) -> dict[str, int | None]:
         return {queue: None for queue in QUEUES}
 
 
-def workers_online(timeout: float = 1.0) -> list[str]:
-    from workers.app import app
+@lru_cache
+def _control_probe(redis_url: str):
+    """A Celery app that only talks to the broker: pinging workers needs no task code."""
+    from celery import Celery
 
+    return Celery(broker=redis_url, backend=redis_url)
+
+
+def workers_online(redis_url: str, timeout: float = 1.0) -> list[str]:
+    """Names of the workers that answer a ping through the broker at `redis_url`."""
     try:
-        replies = app.control.ping(timeout=timeout) or []
+        replies = _control_probe(redis_url).control.ping(timeout=timeout) or []
     except Exception:  # broker down: nobody is reachable
         return []
     return sorted(name for reply in replies for name in reply)

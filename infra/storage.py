@@ -24,7 +24,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from service.settings import Settings
+from infra.settings import Settings
 
 
 def image_prefix(clinic_id: int, case_id: str, position: int) -> str:

@@ -23,7 +23,33 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+STACK_DIR_ENV = "KARYO_STACK_DIR"
+
+
+def state_dir() -> Path:
+    """Where `karyo stack up` keeps the running stack's state: $KARYO_STACK_DIR, default
+    ~/.karyoflow/stack."""
+    return Path(os.environ.get(STACK_DIR_ENV, Path.home() / ".karyoflow" / "stack"))
+
+
+def read_state(directory: Path | None = None) -> dict:
+    """The state file of the stack (API URL, the dev API key, process ids, environment); {} when
+    no stack was started there."""
+    path = (directory or state_dir()) / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def alive_processes(state: dict) -> list[str]:
+    """Names of the state's processes that still run."""
+    alive = []
+    for name, pid in state.get("pids", {}).items():
+        try:
+            os.kill(pid, 0)
+            alive.append(name)
+        except ProcessLookupError:
+            continue
+    return alive
 
 
 def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from service.settings import Settings
+from infra.settings import Settings
 
 OK = "ok"
 
@@ -79,7 +79,7 @@ def check_redis(settings: Settings, timeout: float) -> None:
 def check_object_storage(settings: Settings, timeout: float) -> None:
     import urllib3
 
-    from service.storage import ObjectStore
+    from infra.storage import ObjectStore
 
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=urllib3.Retry(total=0))
     store = ObjectStore(settings, http_client=http)

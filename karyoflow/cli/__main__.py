@@ -1,0 +1,5 @@
+import sys
+
+from karyoflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""What the command groups share: the usage error, arguments that recur, cell selection and the
+pipeline built from the pipeline arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from karyoflow.resources import default_split
+
+DEFAULT_SPLIT = default_split()
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def write_json(path: Path, document: dict) -> None:
+    """Atomically: a reader never sees half a report."""
+    from karyoflow.files import write_atomically
+
+    write_atomically(path, (json.dumps(document, indent=1) + "\n").encode())
+
+
+def add_data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
+
+
+def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
+    parser.add_argument(
+        "--classify-weights",
+        type=Path,
+        default=None,
+        help="ChrNet4 weights, used for the stain they were trained on (default: models/chrnet4.pt for Q-band, "
+        "models/chrnet4-gband.pt for G-band)",
+    )
+    parser.add_argument("--score-threshold", type=float, default=None, help="detection score cut")
+    parser.add_argument("--argmax", action="store_true", help="plain argmax instead of the karyotype assignment")
+    parser.add_argument(
+        "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
+    )
+    parser.add_argument(
+        "--resolve-clusters",
+        action="store_true",
+        help="split detections that hold two touching chromosomes where the karyotype assignment improves",
+    )
+    parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--stain",
+        choices=["q", "g", "auto"],
+        default="auto",
+        help="Q-band fluorescence, G-band brightfield, or auto (a bright background means G)",
+    )
+
+
+def split_cases(args: argparse.Namespace, data_dir: Path, subset: str | None) -> list[str] | None:
+    """The cells of `--cases`, else of `--split`'s subset (checked to exist in DIR/ici), else None."""
+    from karyoflow.data.bioimlab import list_ici_cases
+    from karyoflow.data.split import read_split
+
+    if getattr(args, "cases", None):
+        cases = [str(c) for c in args.cases]
+    elif args.split is not None:
+        cases = read_split(args.split, subset or "val")
+    else:
+        return None
+    known = set(list_ici_cases(data_dir))
+    missing = [c for c in cases if c not in known]
+    if missing:
+        raise UsageError(f"cells not in {data_dir / 'ici'}: {', '.join(missing)}")
+    return cases
+
+
+def mci_cases(args: argparse.Namespace) -> list[str] | None:
+    """The cells of `--split`'s `--subset`, or None (every MCI) without a split file."""
+    from karyoflow.data.split import read_split
+
+    if args.split is None:
+        return None
+    return read_split(args.split, args.subset)
+
+
+def make_karyotyper(args: argparse.Namespace):
+    """The pipeline as the pipeline arguments (`add_pipeline_args`) ask for it."""
+    from karyoflow.pipeline import Karyotyper
+
+    kwargs = {}
+    if getattr(args, "score_threshold", None) is not None:
+        kwargs["score_threshold"] = args.score_threshold
+    if args.classify_weights is not None:  # used for the stain it was trained on
+        from karyoflow.classify.weights import load_weights, weights_stain
+
+        stain = weights_stain(load_weights(args.classify_weights)[1])
+        kwargs["classifier_weights_by_stain"] = {stain: args.classify_weights}
+    return Karyotyper(
+        segmenter_weights=args.segment_weights,
+        device=args.device,
+        assignment=not getattr(args, "argmax", False),
+        segment_tta=getattr(args, "segment_tta", False),
+        resolve_clusters=getattr(args, "resolve_clusters", False),
+        stain=getattr(args, "stain", "auto"),
+        **kwargs,
+    )

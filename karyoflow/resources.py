@@ -1,0 +1,51 @@
+"""Where the files that ship with Karyoflow are: the committed model weights and their cards
+(`models/`), the train/validation split (`splits/`) and the report schema (`schemas/`).
+
+In a source checkout, and in an editable install, `models/` and `splits/` are the folders at the
+top of the repository; a wheel carries them as the package data `karyoflow/models/` and
+`karyoflow/splits/` (setup.py maps them), so `pip install .` gives a `karyo` that finds its
+models from any folder. KARYO_MODELS_DIR points the default weights elsewhere (a mounted volume,
+a folder of retrained models with the same file names).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+MODELS_DIR_ENV = "KARYO_MODELS_DIR"
+CLASSIFIER_FILE = "chrnet4.pt"
+GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
+SEGMENTER_FILE = "chrrender.pt"
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder `name` (models, splits, schemas) of this installation."""
+    packaged = files("karyoflow") / name
+    if packaged.is_dir():  # a wheel's package data, or schemas/ anywhere
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[1] / name  # the top of a source checkout
+
+
+def models_dir() -> Path:
+    override = os.environ.get(MODELS_DIR_ENV)
+    return Path(override).expanduser() if override else shipped_dir("models")
+
+
+def default_classifier_weights(stain: str = "q") -> Path:
+    """The shipped ChrNet4 for a stain: Q-band (chrnet4.pt) or G-band (chrnet4-gband.pt)."""
+    return models_dir() / (GBAND_CLASSIFIER_FILE if stain == "g" else CLASSIFIER_FILE)
+
+
+def default_segmenter_weights() -> Path:
+    return models_dir() / SEGMENTER_FILE
+
+
+def default_split() -> Path:
+    """The committed split of the BioImLab cells (splits/bioimlab.json)."""
+    return shipped_dir("splits") / "bioimlab.json"
+
+
+def report_schema_path() -> Path:
+    return shipped_dir("schemas") / "report.schema.json"
