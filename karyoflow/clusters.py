@@ -25,7 +25,7 @@ MIN_NOTCH_DEPTH = 3.0  # pixels a concavity reaches into the mask to count as a 
 MIN_PIECE_SHARE = 0.2  # each piece keeps at least this share of the detection's area
 MAX_CUT_TO_DEPTH = 2.5  # cut length / summed notch depth: a long shallow cut crosses a chromosome
 CANDIDATES_PER_DETECTION = 3
-DEFAULT_SPLIT_MARGIN = 1.0  # nats the cell's assignment must improve by to keep a split
+DEFAULT_SPLIT_MARGIN = 3.0  # nats the cell's assignment must improve by to keep a split (measured: docs/pipeline.md)
 MAX_SPLITS = 4  # per cell: more merged pairs than this means a preparation too crowded to trust
 
 

@@ -19,7 +19,8 @@ the predictions matched to them.
   per_change (cells, exact and called-abnormal counts per true change) and count_error (called
   minus true chromosome count -> MCIs). The truth is the MCI's labelme `flags.karyotype`, else
   the cell's ICIs (`ici/<case>/`; 23a+23b is XX, 23+24 is XY), else the polygon labels when every
-  polygon is labelled; MCIs without any are left out of these figures.
+  polygon is labelled; MCIs without any are left out of these figures. Each cell also lists
+  its call's confidence and the kinds of review items it carries.
 Every figure is also given for plain argmax classification, to measure the assignment's gain.
 """
 
@@ -166,6 +167,8 @@ def evaluate_joint(
         result = analyse(mci)
         entry = score_mci(result, mci, true_karyotype(data_dir, mci))
         entry["timings_ms"] = result.timings_ms
+        entry["confidence"] = round(result.confidence, 4)
+        entry["review"] = sorted({item.kind for item in result.review})
         per_mci.append(entry)
     report = summarise(per_mci, "assigned")
     report["argmax"] = {k: v for k, v in summarise(per_mci, "argmax").items() if k != "confusion"}
@@ -183,6 +186,8 @@ def evaluate_joint(
             "karyotype": c["assigned"]["karyotype"],
             "karyotype_argmax": c["argmax"]["karyotype"],
             "karyotype_true": c["karyotype_true"],
+            "confidence": c["confidence"],
+            "review": c["review"],
             "timings_ms": c["timings_ms"],
         }
         for c in per_mci

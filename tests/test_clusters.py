@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from karyoflow.clusters import concavity_splits, resolve_splits
+from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, concavity_splits, resolve_splits
 from karyoflow.data.bioimlab import load_grey, read_ici_case
 from karyoflow.data.synth import chromosome_mask, synthesize_mci
 from karyoflow.labels import LABELS
@@ -109,7 +109,7 @@ def test_the_split_stage_separates_a_touching_pair_and_leaves_a_complete_cell_al
     assert max(iou(pieces[0], mask_b), iou(pieces[1], mask_b)) > 0.85
     classes = sorted(LABELS[int(np.argmax(p))] for p in splits[0].probabilities)
     assert classes == ["13", "14"]
-    assert splits[0].gain > 1.0
+    assert splits[0].gain > DEFAULT_SPLIT_MARGIN
 
     # every chromosome its own detection: nothing to split
     separate = np.stack([*cell_masks, mask_a, mask_b])
