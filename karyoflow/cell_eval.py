@@ -9,7 +9,8 @@ Reported: ICI accuracy with plain argmax and after the assignment, the karyotype
 karyoflow.karyotype_metrics (exact ISCN, false abnormal, sensitivity, per change, count error)
 for both, and one row per cell. `constitutional` lists the cells whose truth is one of the
 common constitutional changes (47,+21, 47,+18, 47,+13, 47,XXY, 47,XXX, 47,XYY, 45,X) and
-whether each was called exactly.
+whether each was called exactly. `score_case_consensus` groups the cells by case and scores
+the cases' consensus karyotypes (karyoflow.consensus) the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from karyoflow.consensus import CellKaryotype, consensus
 from karyoflow.data.bioimlab import IciRecord
 from karyoflow.karyotype import assign_karyotype, karyotype_from_labels
 from karyoflow.karyotype_metrics import change_of, karyotype_call_metrics
@@ -99,17 +101,64 @@ def score_cell_calls(calls: Iterable[CellCall]) -> dict:
     return report
 
 
+def call_cells(
+    cells: dict[str, list[IciRecord]],
+    case_of: Callable[[str], str],
+    classify_cell: Callable[[list[np.ndarray]], np.ndarray],
+    progress: Callable[[Iterable], Iterable] = lambda items: items,
+) -> list[CellCall]:
+    """Call every cell from its ICIs (`classify_cell`: working-representation images ->
+    N x 24 probabilities)."""
+    calls = []
+    for cell in progress(list(cells)):
+        records = cells[cell]
+        probabilities = classify_cell([r.load() for r in records])
+        calls.append(call_cell(cell, case_of(cell), records, probabilities))
+    return calls
+
+
 def evaluate_cells(
     cells: dict[str, list[IciRecord]],
     case_of: Callable[[str], str],
     classify_cell: Callable[[list[np.ndarray]], np.ndarray],
     progress: Callable[[Iterable], Iterable] = lambda items: items,
 ) -> dict:
-    """Call every cell from its ICIs (`classify_cell`: working-representation images ->
-    N x 24 probabilities) and score the calls."""
-    calls = []
-    for cell in progress(list(cells)):
-        records = cells[cell]
-        probabilities = classify_cell([r.load() for r in records])
-        calls.append(call_cell(cell, case_of(cell), records, probabilities))
-    return score_cell_calls(calls)
+    """Call every cell from its ICIs and score the calls."""
+    return score_cell_calls(call_cells(cells, case_of, classify_cell, progress))
+
+
+def score_case_consensus(calls: Iterable[CellCall]) -> dict:
+    """Cases' karyotypes from their cells' calls (karyoflow.consensus), against the consensus of
+    the same cells' true karyotypes under the same rules; the per-cell scores alongside."""
+    calls = list(calls)
+    by_case: dict[str, list[CellCall]] = {}
+    for c in calls:
+        by_case.setdefault(c.case, []).append(c)
+    cases = []
+    for case, members in sorted(by_case.items()):
+        called = consensus([CellKaryotype(c.cell, c.called, c.confidence) for c in members])
+        truth = consensus([CellKaryotype(c.cell, c.truth) for c in members])
+        cases.append(
+            {
+                "case": case,
+                "cells": len(members),
+                "called": called.karyotype,
+                "truth": truth.karyotype,
+                "exact": called.karyotype == truth.karyotype,
+                "abnormal_truth": truth.abnormal,
+                "needs_review": called.needs_review,
+                "reasons": called.reasons,
+                "non_clonal": called.non_clonal,
+            }
+        )
+    abnormal = [c for c in cases if c["abnormal_truth"]]
+    return {
+        "n_cases": len(cases),
+        "case_accuracy": sum(c["exact"] for c in cases) / len(cases) if cases else None,
+        "abnormal_cases": len(abnormal),
+        "abnormal_case_accuracy": sum(c["exact"] for c in abnormal) / len(abnormal) if abnormal else None,
+        "needs_review_rate": sum(c["needs_review"] for c in cases) / len(cases) if cases else None,
+        "multi_cell_cases": sum(c["cells"] > 1 for c in cases),
+        "cases": cases,
+        "cell_scores": score_cell_calls(calls),
+    }

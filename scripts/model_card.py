@@ -16,6 +16,55 @@ from pathlib import Path
 import torch
 
 
+def data_section(meta: dict, config: dict, report: dict) -> list[str]:
+    """Where the training data came from and how it was split, by the stain it was trained on."""
+    trained = len(config.get("train_cases", []))
+    if meta.get("stain") == "g":
+        split = json.loads(Path("splits/gband.json").read_text())
+        return [
+            "Real G-band ICIs, dark bands on white (`../shared/data/gband`, read via `--data`), worked on inverted",
+            "(bright on dark, as every Karyoflow stage).",
+            f"Split `splits/gband.json` (by case, seed {split['seed']}, stratified by constitutional change; "
+            f"cells of one case never on both sides): trained on {trained} cells; validated on "
+            f"{report.get('n_cells')} cells of {len(split['val_cases'])} cases never trained on, with at least one "
+            "case of each constitutional change in the data (+21, +18, 47,XXY, 47,XXX, 45,X).",
+        ]
+    return [
+        "BioImLab Q-band ICIs/MCIs (`../shared/data/bioimlab`, read via `--data`/`KARYO_DATA`).",
+        f"Split `splits/bioimlab.json` (by cell, seed 2026): trained on {trained} cells; "
+        f"validated on {report.get('n_cells', report.get('n_images'))} "
+        f"{'cells' if 'n_cells' in report else 'images'} never trained on, including the 8 "
+        "cells of the class-labelled MCIs (1, 2, 3, 4, 7, 8, 106, 107).",
+    ]
+
+
+def cell_calls_section(path: Path, command: str) -> list[str]:
+    """Karyotype calls of whole cells from their ICIs (`karyo eval karyotype --icis`)."""
+    r = json.loads(path.read_text())
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2%}"
+
+    lines = [
+        "## Cell karyotypes from ICIs",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "| cells | ICI accuracy (argmax) | ICI accuracy (assigned) | karyotype exact | false abnormal | sensitivity |",
+        "|---|---|---|---|---|---|",
+        f"| {r['n']} | {pct(r['ici_accuracy_argmax'])} | {pct(r['ici_accuracy_assigned'])} | "
+        f"{pct(r['karyotype_accuracy'])} | {pct(r['false_abnormal_rate'])} | {pct(r['sensitivity'])} |",
+        "",
+        "Constitutional changes in validation: "
+        + (", ".join(f"{c['cell']} {c['truth']} called {c['called']}" for c in r["constitutional"]) or "none"),
+        "",
+        "Per change (n, exact): " + ", ".join(f"{k} {v['n']}/{v['exact']}" for k, v in r["per_change"].items()),
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", type=Path, required=True)
@@ -24,6 +73,8 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the training command that made the weights")
     parser.add_argument("--eval-command", required=True)
     parser.add_argument("--notes", default="")
+    parser.add_argument("--cell-eval", type=Path, default=None, help="JSON of karyo eval karyotype --icis")
+    parser.add_argument("--cell-eval-command", default="")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -44,11 +95,7 @@ def main() -> None:
         "",
         "## Data and split",
         "",
-        "BioImLab Q-band ICIs/MCIs (`../shared/data/bioimlab`, read via `--data`/`KARYO_DATA`).",
-        f"Split `splits/bioimlab.json` (by cell, seed 2026): trained on {len(config.get('train_cases', []))} cells; "
-        f"validated on {report.get('n_cells', report.get('n_images'))} "
-        f"{'cells' if 'n_cells' in report else 'images'} never trained on, including the 8 "
-        "cells of the class-labelled MCIs (1, 2, 3, 4, 7, 8, 106, 107).",
+        *data_section(meta, config, report),
         "",
         "## Training command",
         "",
@@ -109,6 +156,8 @@ def main() -> None:
         ]
         if meta.get("init_sha256"):
             lines += ["", f"Initialised from weights with sha256 `{meta['init_sha256']}` (`--init`)."]
+    if args.cell_eval:
+        lines += ["", *cell_calls_section(args.cell_eval, args.cell_eval_command)]
     history = meta.get("history", [])
     if history:
         lines += ["", "## Training history (last records)", "", "```"]

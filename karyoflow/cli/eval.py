@@ -130,7 +130,7 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from karyoflow.cell_eval import evaluate_cells
+    from karyoflow.cell_eval import call_cells, score_cell_calls
     from karyoflow.classify.evaluate import predict_probabilities
     from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.classify.weights import default_weights, load_weights, weights_stain
@@ -155,12 +155,15 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
         return predict_probabilities(model, canvases, tta=args.tta, device=device).numpy()
 
     started = time.time()
-    report = evaluate_cells(
+    calls = call_cells(
         read_ici_cells(data_dir, cells),
         lambda cell: case_of_cell(cell, layout),
         classify_cell,
         progress=lambda items: tqdm(items, desc="calling cells"),
     )
+    if getattr(args, "consensus", False):
+        return _report_consensus(args, calls, data_dir, stain, weights, time.time() - started)
+    report = score_cell_calls(calls)
     report.update(
         {
             "data": str(data_dir),
@@ -184,6 +187,35 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
         print(f"  {row['cell']}: true {row['truth']}, called {row['called']}{'' if row['exact'] else '  <- wrong'}")
     print(f"wrote {args.json}")
     return 0
+
+
+def _report_consensus(
+    args: argparse.Namespace, calls: list, data_dir: Path, stain: str, weights, seconds: float
+) -> int:
+    from karyoflow.cell_eval import score_case_consensus
+
+    report = score_case_consensus(calls)
+    report.update({"data": str(data_dir), "stain": stain, "weights": str(weights), "seconds": round(seconds, 1)})
+    write_json(args.json, report)
+    cells = report["cell_scores"]
+    print(
+        f"{report['n_cases']} cases ({report['multi_cell_cases']} with several cells), {cells['n']} cells  "
+        f"case accuracy {report['case_accuracy']:.2%}  needs review {report['needs_review_rate']:.0%}  "
+        f"cell karyotypes exact {cells['karyotype_accuracy']:.2%}"
+    )
+    for case in report["cases"]:
+        if case["abnormal_truth"] or not case["exact"]:
+            print(f"  {case['case']} ({case['cells']} cells): true {case['truth']}, called {case['called']}")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval_consensus(args: argparse.Namespace) -> int:
+    """Cases from their cells' ICIs: each cell called, the cells' consensus against the truth's."""
+    if not args.icis:
+        raise UsageError("karyo eval consensus needs --icis (cells given as their ICIs)")
+    args.consensus = True
+    return cmd_eval_karyotype_icis(args)
 
 
 def cmd_eval_karyotype(args: argparse.Namespace) -> int:
@@ -267,5 +299,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--icis", action="store_true", help="cells given as their ICIs (DIR/ici/...): classify, assign, compare ISCN"
     )
     ek.add_argument("--tta", action="store_true", help="with --icis: average over the four flips")
+
+    consensus = evaluate.add_parser(
+        "consensus", help="case karyotypes (consensus of each case's cells) from ICIs, against the labels'"
+    )
+    add_data_arg(consensus)
+    consensus.add_argument("--icis", action="store_true", required=True, help="cells given as their ICIs (DIR/ici/...)")
+    consensus.add_argument("--split", type=Path, default=None, help="split file (default: every cell in DIR)")
+    consensus.add_argument("--subset", default="val")
+    consensus.add_argument("--json", type=Path, required=True)
+    consensus.add_argument("--tta", action="store_true", help="average over the four flips")
+    add_pipeline_args(consensus)
+    consensus.set_defaults(func=cmd_eval_consensus)
     add_pipeline_args(ek)
     ek.set_defaults(func=cmd_eval_karyotype)

@@ -57,7 +57,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
     with client_of(args) as client:
-        case = client.submit_case([(path.name, path.read_bytes()) for path in args.files], args.reference)
+        case = client.submit_case([(path.name, path.read_bytes()) for path in args.files], args.reference, args.stain)
         if args.wait:
             try:
                 case = client.wait_finished([case["id"]], args.timeout)[case["id"]]
@@ -117,6 +117,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser("submit", help="upload one case (one or more MCIs)")
     submit.add_argument("files", nargs="+", type=Path)
     submit.add_argument("--reference", default="", help="patient or sample reference")
+    submit.add_argument(
+        "--stain", choices=["q", "g", "auto"], default="auto", help="the images' banding (auto: detected per image)"
+    )
     submit.add_argument("--wait", action="store_true", help="block until the case is done or failed")
     submit.add_argument("--timeout", type=float, default=900)
     submit.add_argument("--json", action="store_true")

@@ -63,10 +63,12 @@ class KaryoflowClient:
             raise ApiError(response.status_code, str(detail))
         return response
 
-    def submit_case(self, images: Iterable[tuple[str, bytes]], reference: str = "") -> Case:
-        """A new case of these (file name, encoded image) uploads; the API answers 202 at once."""
+    def submit_case(self, images: Iterable[tuple[str, bytes]], reference: str = "", stain: str = "auto") -> Case:
+        """A new case of these (file name, encoded image) uploads; the API answers 202 at once.
+        `stain`: q (Q-band), g (G-band) or auto (detected per image)."""
         files = [("files", (name, content)) for name, content in images]
-        response = self._http.post("/v1/cases", files=files, data={"reference": reference}, timeout=120)
+        data = {"reference": reference, "stain": stain}
+        response = self._http.post("/v1/cases", files=files, data=data, timeout=120)
         return self._checked(response).json()
 
     def case(self, case_id: str) -> Case:

@@ -88,9 +88,7 @@ def measure_throughput(
     """Submit `cases` one-image cases (the uploads in turn), wait for all, summarise; with
     `delete`, erase them afterwards. `CaseTimeout` when they do not finish within `timeout`."""
     started = time.monotonic()
-    case_ids = [
-        client.submit_case([uploads[n % len(uploads)]], f"{reference}-{n + 1}")["id"] for n in range(cases)
-    ]
+    case_ids = [client.submit_case([uploads[n % len(uploads)]], f"{reference}-{n + 1}")["id"] for n in range(cases)]
     submit_s = time.monotonic() - started
     finished = client.wait_finished(case_ids, timeout - submit_s, poll_s=0.5)
     wall_s = time.monotonic() - started  # polled every 0.5 s: up to that much late

@@ -1,8 +1,8 @@
 """`karyo stack`: start, inspect and stop the development stack.
 
-    karyo stack up [--sqlite] [--dir DIR]    start everything; print the API URL and a dev API key
-    karyo stack status                       what runs, queue depths, cases by status
-    karyo stack down
+karyo stack up [--sqlite] [--dir DIR]    start everything; print the API URL and a dev API key
+karyo stack status                       what runs, queue depths, cases by status
+karyo stack down
 """
 
 from __future__ import annotations
