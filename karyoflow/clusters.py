@@ -1,9 +1,10 @@
 """Cluster resolution: a detection that holds two touching chromosomes is split in two.
 
-The segmenter sometimes returns two chromosomes that touch as one instance; the cell then lacks a
-chromosome and the karyotype shows a false loss. Two touching chromosomes leave notches in the
-outline where they meet (concavities of the mask's contour): a cut between two deep notches
-separates them. Every detection with such notches gets a few candidate cuts; each piece is
+The segmenter sometimes returns two chromosomes that touch or overlap as one instance; the cell
+then lacks a chromosome and the karyotype shows a false loss. Two touching chromosomes leave
+notches in the outline where they meet (concavities of the mask's contour): a cut between two
+deep notches separates them. Two lying end over end bend the outline on one side only: a cut
+from that notch straight across separates them (the overlap goes to one of the two). Every detection with such notches gets a few candidate cuts; each piece is
 classified like any ICI, and a split is kept only when the karyotype-level assignment
 (karyoflow.karyotype) of the whole cell gets cheaper by more than `margin` nats with the two
 pieces than with the whole detection. A chromosome of a complete cell split in halves makes the
@@ -36,7 +37,8 @@ def concavity_splits(
     limit: int = CANDIDATES_PER_DETECTION,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to `limit` ways to cut `mask` (H x W bool) in two along a straight line between two
-    notches of its outline, best first (short cut, deep notches). Each is two full-size masks;
+    notches of its outline, or from one notch straight across, best first (short cut, deep
+    notches). Each is two full-size masks;
     the pixels on the cut line go to the nearer piece."""
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
@@ -59,8 +61,31 @@ def concavity_splits(
         return []
     if defects is None:
         return []
-    notches = [(contour[f][0], d / 256.0) for _, _, f, d in defects.reshape(-1, 4) if d / 256.0 >= min_depth]
+    deep = [(s, e, f, d / 256.0) for s, e, f, d in defects.reshape(-1, 4) if d / 256.0 >= min_depth]
+    notches = [(contour[f][0], depth) for _, _, f, depth in deep]
     scored: list[tuple[float, np.ndarray, np.ndarray]] = []
+    # one notch: two chromosomes lying end over end bend the outline on one side only; cut
+    # straight across from the notch, away from the hull edge it lies under
+    for s, e, f, depth in deep:
+        p = contour[f][0].astype(float)
+        inward = p - (contour[s][0] + contour[e][0]) / 2.0
+        norm = float(np.hypot(*inward))
+        if norm < 1e-6:
+            continue
+        inward /= norm
+        q = p.copy()
+        for _ in range(int(2 * MAX_CUT_TO_DEPTH * depth) + 2):
+            ahead = q + inward
+            col, row = int(round(ahead[0])), int(round(ahead[1]))
+            if not (0 <= row < crop.shape[0] and 0 <= col < crop.shape[1]) or not crop[row, col]:
+                break
+            q = ahead
+        else:
+            continue  # the cut would be longer than a notch this deep allows
+        ratio = float(np.hypot(*(q - p))) / (2 * depth)
+        pieces = _cut(crop, p.astype(int), (q + inward).round().astype(int), area, min_share)
+        if pieces is not None:
+            scored.append((ratio, *pieces))
     for i in range(len(notches)):
         for j in range(i + 1, len(notches)):
             (p, depth_p), (q, depth_q) = notches[i], notches[j]

@@ -99,7 +99,8 @@ class SegmentedCell:
 class ReviewItem:
     """Something a reviewer should look at before accepting the call."""
 
-    kind: str  # "chromosome_count", "possible_merged_pair", "possible_fragment", "low_confidence"
+    # "chromosome_count", "split_pair", "possible_merged_pair", "possible_fragment", "low_confidence"
+    kind: str
     message: str
     x: int | None = None  # where in the MCI (pixels), when the item is one place
     y: int | None = None
@@ -229,6 +230,19 @@ def _model_info(path: Path, meta: dict, stain: str) -> dict:
 
 class MissingModelError(FileNotFoundError):
     """No model is installed for what was asked (e.g. G-band classification without its weights)."""
+
+
+def split_items(splits: list[Split], made: bool = True) -> list[ReviewItem]:
+    """Review items for detections cluster resolution split (`made`) or would split."""
+    items = []
+    for split in splits:
+        x, y = contact_point(*split.masks)
+        pair = "+".join(LABELS[int(np.argmax(p))] for p in split.probabilities)
+        if made:
+            items.append(ReviewItem("split_pair", f"detection split in two near {x},{y} ({pair}): check the cut", x, y))
+        else:
+            items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
+    return items
 
 
 class Karyotyper:
@@ -507,12 +521,7 @@ class Karyotyper:
             _, _, splits = self.resolve(image, cell, predictions)
         finally:
             self.split_margin = saved_margin
-        items = []
-        for split in splits:
-            x, y = contact_point(*split.masks)
-            pair = "+".join(LABELS[int(np.argmax(p))] for p in split.probabilities)
-            items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
-        return items
+        return split_items(splits, made=False)
 
     def analyse(
         self, image: np.ndarray | Image.Image, name: str = "image", stain: StainChoice | None = None
@@ -530,14 +539,15 @@ class Karyotyper:
         started = time.perf_counter()
         predictions = self.classify(cell)
         timings["classify"] = (time.perf_counter() - started) * 1000
+        splits: list[Split] = []
         if self.resolve_clusters:
             started = time.perf_counter()
-            cell, predictions, _ = self.resolve(working, cell, predictions)
+            cell, predictions, splits = self.resolve(working, cell, predictions)
             timings["resolve"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         result = self.assemble(name, cell, predictions, timings)
         if self.assignment:
             # after the count item, before the per-chromosome ones
-            result.review[1:1] = self.merged_pair_items(working, cell, predictions, result)
+            result.review[1:1] = split_items(splits) + self.merged_pair_items(working, cell, predictions, result)
         result.timings_ms["assemble"] = round((time.perf_counter() - started) * 1000, 1)
         return result

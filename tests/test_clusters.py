@@ -143,3 +143,28 @@ def test_report_points_the_reviewer_at_a_merged_pair_of_a_real_mci(labelled_dir:
     ]
     assert any(any(mask[item["y"], item["x"]] for mask in true_13_14) for item in pairs[:1])
     assert "13+14" in pairs[0]["message"] or "14+13" in pairs[0]["message"]
+
+
+@pytest.mark.unit
+def test_a_cut_from_one_notch_separates_two_chromosomes_lying_end_over_end(labelled_dir: Path) -> None:
+    """Two chromosomes whose ends overlap bend the outline on one side only: the cut runs from
+    that notch straight across."""
+    icis = _cell(labelled_dir, "2")
+    _, mask_a = _upright(next(image for label, image in icis if label == "4"), 0.0)
+    _, mask_b = _upright(next(image for label, image in icis if label == "5"), 60.0)
+    full_a, full_b = np.zeros((300, 300), bool), np.zeros((300, 300), bool)
+    full_a[40 : 40 + mask_a.shape[0], 100 : 100 + mask_a.shape[1]] = mask_a
+    # the second starts where the first ends, its top end over the first's bottom end
+    ys, xs = np.nonzero(mask_b)
+    top = ys.min()
+    anchor_x = int(xs[ys == top].mean())
+    a_bottom = 40 + mask_a.shape[0] - 6
+    a_centre = 100 + mask_a.shape[1] // 2
+    full_b[
+        a_bottom - top : a_bottom - top + mask_b.shape[0], a_centre - anchor_x : a_centre - anchor_x + mask_b.shape[1]
+    ] = mask_b
+    assert (full_a & full_b).any()
+    candidates = concavity_splits(full_a | full_b)
+    assert candidates
+    best = max(max(iou(a, full_a), iou(b, full_a)) + max(iou(a, full_b), iou(b, full_b)) for a, b in candidates)
+    assert best > 2 * 0.75
