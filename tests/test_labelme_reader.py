@@ -104,3 +104,14 @@ def test_true_karyotype_comes_from_flags_first(tmp_path: Path, labelled_dir: Pat
     path.write_text(json.dumps(_labelme({"karyotype": "46,XX,t(9;22)"})))
     with pytest.raises(DataError, match="flags.karyotype"):
         true_karyotype(tmp_path, read_mci(path))
+
+
+def test_extra_training_folders_are_checked_for_validation_cells_whatever_the_names(tmp_path: Path) -> None:
+    from karyoflow.data.split import validation_cells_among
+
+    (tmp_path / "synthetic metaphase 1.json").write_text(json.dumps(_labelme({"case": "107"})))
+    (tmp_path / "original_12b.json").write_text(json.dumps(_labelme()))
+    assert validation_cells_among(tmp_path, {"107", "5"}) == ["107"]
+    assert validation_cells_among(tmp_path, {"12"}) == ["12"]
+    with pytest.raises(DataError, match="no MCIs"):
+        validation_cells_among(tmp_path / "empty", {"1"})
