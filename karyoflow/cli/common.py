@@ -41,6 +41,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
     )
+    parser.add_argument(
+        "--resolve-clusters",
+        action="store_true",
+        help="split detections that hold two touching chromosomes where the karyotype assignment improves",
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--stain",
@@ -94,6 +99,7 @@ def make_karyotyper(args: argparse.Namespace):
         device=args.device,
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),
+        resolve_clusters=getattr(args, "resolve_clusters", False),
         stain=getattr(args, "stain", "auto"),
         **kwargs,
     )

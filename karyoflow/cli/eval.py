@@ -231,7 +231,7 @@ def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     cases = mci_cases(args)
     paths = [p for p in list_mcis(data_dir) if cases is None or mci_case(p) in cases]
     if not paths:
-        raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
+        raise UsageError(f"no labelme MCIs found in {data_dir} or {data_dir / 'mci'} for the chosen cells")
     karyotyper = make_karyotyper(args)
     report = evaluate_joint(
         lambda mci: karyotyper.analyse(mci.image, mci.path.name),
@@ -247,6 +247,10 @@ def cmd_eval_karyotype(args: argparse.Namespace) -> int:
         f"{report['n_images']} MCIs  FKA {report['fka']}%  precision {report['precision']}%  "
         f"recall {report['recall']}%  OCA {report['oca']}%  table3 {report['table3']}  "
         f"karyotype accuracy {report['karyotype_accuracy']}%  false abnormal {report['false_abnormal_rate']}%"
+    )
+    print(
+        f"calls: sensitivity {report['sensitivity']}%  abnormal called {report['abnormal_called_rate']}%  "
+        f"count error {report['count_error']}"
     )
     print(
         f"plain argmax: FKA {a['fka']}%  precision {a['precision']}%  OCA {a['oca']}%  "
