@@ -4,12 +4,13 @@ The segmenter sometimes returns two chromosomes that touch or overlap as one ins
 then lacks a chromosome and the karyotype shows a false loss. Two touching chromosomes leave
 notches in the outline where they meet (concavities of the mask's contour): a cut between two
 deep notches separates them. Two lying end over end bend the outline on one side only: a cut
-from that notch straight across separates them (the overlap goes to one of the two). Every detection with such notches gets a few candidate cuts; each piece is
-classified like any ICI, and a split is kept only when the karyotype-level assignment
-(karyoflow.karyotype) of the whole cell gets cheaper by more than `margin` nats with the two
-pieces than with the whole detection. A chromosome of a complete cell split in halves makes the
-cell costlier (a half fits no free place and a surplus copy costs `gain_penalty`), so splits are
-taken where the karyotype has an empty place and the pieces look like the chromosomes missing.
+from that notch straight across separates them (the overlap goes to one of the two). Every
+detection with such notches gets a few candidate cuts; each piece is classified like any ICI,
+and a split is kept only when the karyotype-level assignment (karyoflow.karyotype) of the whole
+cell gets cheaper by more than `margin` nats with the two pieces than with the whole detection.
+A chromosome of a complete cell split in halves makes the cell costlier (a half fits no free
+place and a surplus copy costs `gain_penalty`), so splits are taken where the karyotype has an
+empty place and the pieces look like the chromosomes missing.
 """
 
 from __future__ import annotations

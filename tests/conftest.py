@@ -1,5 +1,9 @@
-"""Shared fixtures. Tests read the real BioImLab data; a missing data folder fails them
-loudly rather than skipping, so a broken checkout cannot pass."""
+"""Shared fixtures and the test layers. Tests read the real BioImLab data; a missing data folder
+fails them loudly rather than skipping, so a broken checkout cannot pass.
+
+Every test carries exactly one layer marker (pyproject.toml): `unit` (no services, no training,
+no model files; `make test-fast`), `integration` (models, training, CLI, wheel) or `system` (the
+service stack). A test with none, or two, stops the run at collection."""
 
 from __future__ import annotations
 
@@ -16,6 +20,22 @@ from service.devstack.stack import Stack, StackConfig
 from tests.helpers import offset_port
 
 REPO = Path(__file__).resolve().parents[1]
+LAYERS = ("unit", "integration", "system")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an unmarked test is refused in every run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        layers = sorted({marker.name for marker in item.iter_markers() if marker.name in LAYERS})
+        if len(layers) != 1:
+            wrong.append(f"{item.nodeid} ({', '.join(layers) or 'no layer'})")
+    if wrong:
+        raise pytest.UsageError(
+            "every test needs exactly one of the markers unit, integration, system (e.g. "
+            "`pytestmark = pytest.mark.unit` in the module or `@pytest.mark.integration` on the test); "
+            f"{len(wrong)} tests do not:\n  " + "\n  ".join(wrong)
+        )
 
 
 def _data_dir(env: str, default: Path) -> Path:
@@ -47,6 +67,14 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pa
     meta = train_classifier(data_dir, config, out, torch.device("cpu"), log=lambda *_: None)
     out.with_suffix(".meta").write_text(str(meta["history"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def karyotyper():
+    """The pipeline with the committed models on the CPU, loaded once for every test using it."""
+    from karyoflow.pipeline import Karyotyper
+
+    return Karyotyper(device="cpu")
 
 
 # -- the service stack (started once per session, only when a test asks for it) --

@@ -15,6 +15,8 @@ from db.migrate import upgrade
 from infra.settings import get_settings
 from karyoflow.data.bioimlab import read_ici_case
 
+pytestmark = pytest.mark.integration
+
 client = TestClient(app)
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from karyoflow.classify.weights import sha256_of
 from karyoflow.resources import default_classifier_weights
 from tests.test_train_eval import karyo
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 

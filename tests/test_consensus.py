@@ -86,3 +86,15 @@ def test_case_consensus_scored_against_the_truths_consensus() -> None:
     assert report["n_cases"] == 3 and report["case_accuracy"] == pytest.approx(2 / 3)
     assert report["abnormal_cases"] == 2 and report["abnormal_case_accuracy"] == pytest.approx(1 / 2)
     assert report["multi_cell_cases"] == 2 and report["cell_scores"]["n"] == 5
+
+
+def test_the_service_case_karyotype_is_the_consensus_and_fits_its_column() -> None:
+    from workers.tasks import KARYOTYPE_COLUMN, _case_karyotype
+
+    assert _case_karyotype(["47,XY,+21", "47,XY,+21", "46,XY"]) == ("mos 47,XY,+21[2]/46,XY[1]", True)
+    assert _case_karyotype(["46,XX", "45,XX,-3"]) == ("46,XX", False)  # a single loss is no clone
+    assert _case_karyotype([]) == (None, None)
+    many_lines = [f"47,XX,+{k}" for k in range(1, 23) for _ in range(2)]
+    text, abnormal = _case_karyotype(many_lines)
+    assert abnormal and len(text) <= KARYOTYPE_COLUMN and text.endswith("/...")
+    assert all(line.endswith("[2]") for line in text.removeprefix("mos ").split("/")[:-1])

@@ -17,6 +17,8 @@ from karyoflow.data.bioimlab import (
 from karyoflow.data.split import LABELLED_JOINT_TEST_CELLS, make_split, read_split, write_split
 from karyoflow.labels import LABELS
 
+pytestmark = pytest.mark.unit
+
 
 def test_ici_reader_reads_a_real_cell(data_dir: Path) -> None:
     records = read_ici_case(data_dir, "1")

@@ -8,6 +8,8 @@ import pytest
 from karyoflow.karyotype import assign_classes, assign_karyotype, iscn_from_counts, karyotype_from_labels
 from karyoflow.labels import LABEL_TO_INDEX, LABELS, NUM_CLASSES
 
+pytestmark = pytest.mark.unit
+
 
 def cell_labels(extra: tuple[str, ...] = (), missing: tuple[str, ...] = (), sex: str = "XY") -> list[int]:
     labels = [k for k in range(22) for _ in range(2)] + [LABEL_TO_INDEX[s] for s in sex]

@@ -12,6 +12,8 @@ from karyoflow.karyotype_metrics import (
     normalise_iscn,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("iscn", "change"),

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from karyoflow.classify.losses import CenterLoss
 from karyoflow.classify.model import ChrBlock, ChrNet4, count_parameters
+
+pytestmark = pytest.mark.unit
 
 
 def test_chrnet4_output_shape_and_size() -> None:

@@ -18,7 +18,6 @@ from db.models import Case, TaskRun
 from service.devstack.stack import Stack
 from tests.helpers import submit, wait_done
 
-pytestmark = pytest.mark.slow
 ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
 CHROMIUM = "/usr/bin/chromium"
 
@@ -36,6 +35,7 @@ def clinic_counts(db: Session, clinic_key_id: int) -> dict[str, int]:
     return {"total": sum(rows.values()), "done": rows.get("done", 0), "failed": rows.get("failed", 0), "icis": icis}
 
 
+@pytest.mark.system
 def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labelled_dir: Path) -> None:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
@@ -82,6 +82,7 @@ def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labe
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
+@pytest.mark.system
 def test_metrics_histograms_match_the_task_runs(stack: Stack, db: Session, labelled_dir: Path) -> None:
     key = stack.create_clinic("Clinic Metrics")
     wait_done(stack, key, [submit(stack, key, [labelled_dir / "mci" / "original_1.json"])])
@@ -101,6 +102,7 @@ def test_metrics_histograms_match_the_task_runs(stack: Stack, db: Session, label
     assert {s.labels["queue"] for s in families["karyoflow_queue_depth"].samples} == {"segment", "classify", "assemble"}
 
 
+@pytest.mark.system
 def test_flower_needs_credentials_and_lists_the_workers(stack: Stack) -> None:
     assert httpx.get(f"{stack.flower_url}/api/workers", timeout=30).status_code == 401
     auth = (stack.config.flower_user, stack.config.flower_password)
@@ -111,6 +113,7 @@ def test_flower_needs_credentials_and_lists_the_workers(stack: Stack) -> None:
     assert any(n.startswith("gpu0@") for n in names) and any(n.startswith("cpu@") for n in names)
 
 
+@pytest.mark.unit
 def test_throughput_summary_figures() -> None:
     """The arithmetic of `karyo throughput` on made-up finished cases (no stack needed)."""
     from service.client.throughput import throughput_summary
@@ -134,6 +137,7 @@ def test_throughput_summary_figures() -> None:
     assert summary["compute_s_per_image"] == 2.6
 
 
+@pytest.mark.system
 def test_throughput_command_against_the_stack(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
     from service.cli import main as karyo
 

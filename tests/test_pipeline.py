@@ -19,15 +19,11 @@ from karyoflow.report import build_report, render_outputs, validate_report
 from karyoflow.segment.dataset import polygon_mask
 
 
-@pytest.fixture(scope="module")
-def karyotyper() -> Karyotyper:
-    return Karyotyper(device="cpu")
-
-
 def cell_icis(data_dir: Path, case: str) -> list[tuple[str, np.ndarray]]:
     return [(LABELS[r.class_index], load_grey(r.path)) for r in read_ici_case(data_dir, case)]
 
 
+@pytest.mark.unit
 def test_synthesizer_polygons_match_its_masks(labelled_dir: Path, tmp_path: Path) -> None:
     icis = cell_icis(labelled_dir, "2")
     mci = synthesize_mci(icis, np.random.default_rng(3), touching=0.3, overlapping=0.2)
@@ -47,6 +43,7 @@ def test_synthesizer_polygons_match_its_masks(labelled_dir: Path, tmp_path: Path
     assert back.labels == mci.labels and len(back.polygons) == 46
 
 
+@pytest.mark.unit
 def test_cut_out_keeps_only_the_mask() -> None:
     image = np.full((20, 30), 200, np.uint8)
     mask = np.zeros((20, 30), bool)
@@ -57,6 +54,7 @@ def test_cut_out_keeps_only_the_mask() -> None:
     assert (ici > 0).sum() == mask.sum()
 
 
+@pytest.mark.integration
 def test_real_mci_report_follows_the_schema(karyotyper: Karyotyper, labelled_dir: Path) -> None:
     mci = read_mci(labelled_dir / "mci" / "original_107a.json")
     result = karyotyper.analyse(mci.image, mci.path.name)
@@ -79,6 +77,7 @@ def test_real_mci_report_follows_the_schema(karyotyper: Karyotyper, labelled_dir
         validate_report(broken)
 
 
+@pytest.mark.integration
 def test_segment_tta_finds_the_same_chromosomes(karyotyper: Karyotyper, labelled_dir: Path) -> None:
     from karyoflow.segment.evaluate import mask_iou_matrix, match_instances
 
@@ -91,6 +90,7 @@ def test_segment_tta_finds_the_same_chromosomes(karyotyper: Karyotyper, labelled
     assert len(pairs) >= 0.9 * len(single.scores)
 
 
+@pytest.mark.integration
 def test_a_pasted_second_copy_of_21_is_a_gain(karyotyper: Karyotyper, labelled_dir: Path) -> None:
     """Cell 2 (never trained on): its 46 ICIs on a clean synthetic metaphase, then the same cell
     with one chromosome 21 pasted in a second time."""
@@ -105,6 +105,7 @@ def test_a_pasted_second_copy_of_21_is_a_gain(karyotyper: Karyotyper, labelled_d
     assert {"type": "gain", "chromosome": "21"} not in normal_report["abnormalities"]
 
 
+@pytest.mark.integration
 def test_karyo_run_writes_karyograms_and_reports(labelled_dir: Path, tmp_path: Path, capsys) -> None:
     inputs = [labelled_dir / "mci" / "original_3.json", labelled_dir / "mci" / "original_4.json"]
     out = tmp_path / "out"
@@ -117,6 +118,7 @@ def test_karyo_run_writes_karyograms_and_reports(labelled_dir: Path, tmp_path: P
     assert not list(out.glob("*.tmp"))
 
 
+@pytest.mark.unit
 def test_karyo_run_refuses_bad_input_and_writes_nothing(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
@@ -128,6 +130,7 @@ def test_karyo_run_refuses_bad_input_and_writes_nothing(tmp_path: Path, capsys) 
     assert main(["run", str(tmp_path / "notes.txt"), "--out", str(out)]) == 2
 
 
+@pytest.mark.integration
 def test_eval_karyotype_scores_a_labelled_mci(labelled_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "mci").mkdir(parents=True)
@@ -146,6 +149,7 @@ def test_eval_karyotype_scores_a_labelled_mci(labelled_dir: Path, tmp_path: Path
     assert labels[-1] == "BG" and len(report["confusion"]["matrix"]) == 25
 
 
+@pytest.mark.integration
 def test_an_image_without_chromosomes_gives_an_empty_valid_report(karyotyper: Karyotyper) -> None:
     report, png = render_outputs(karyotyper.analyse(np.zeros((576, 768), np.uint8), "black"))
     validate_report(report)

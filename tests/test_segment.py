@@ -38,6 +38,7 @@ from karyoflow.segment.pointrend import (
 from karyoflow.segment.predictor import RawDetections, fuse_passes
 
 
+@pytest.mark.unit
 def test_polygon_mask_coco_round_trip_on_real_files(data_dir: Path, tmp_path: Path) -> None:
     mci = read_mci(data_dir / "mci" / "original_1.json")
     sample = sample_from_mci(mci)
@@ -68,6 +69,7 @@ def _perfect_detections(sample: SegmentationSample) -> Detections:
     return Detections(boxes=boxes_from_masks(masks), scores=np.linspace(1, 0.6, len(masks)), masks=masks)
 
 
+@pytest.mark.unit
 def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
     sample = sample_from_mci(read_mci(data_dir / "mci" / "original_2.json"))
     perfect = _perfect_detections(sample)
@@ -80,6 +82,7 @@ def test_perfect_predictions_score_100_with_cocoeval(data_dir: Path) -> None:
     assert whole_correct_and_counts([sample], [missing_one]) == {"wcr": 0.0, "mean_abs_count_error": 1.0}
 
 
+@pytest.mark.integration  # some 120 COCOevals of real MCIs: too slow for the unit layer
 def test_bootstrap_intervals_bracket_the_figure_and_vanish_when_images_agree(data_dir: Path) -> None:
     samples = [sample_from_mci(read_mci(data_dir / "mci" / f"original_{n}.json")) for n in (2, 3)]
     perfect = [_perfect_detections(sample) for sample in samples]
@@ -100,11 +103,13 @@ def test_bootstrap_intervals_bracket_the_figure_and_vanish_when_images_agree(dat
         bootstrap_ap(images, rounds=2, baseline=images[:1])
 
 
+@pytest.mark.unit
 def test_match_instances_is_one_to_one() -> None:
     ious = np.array([[0.9, 0.6], [0.8, 0.2], [0.3, 0.55]])
     assert match_instances(ious) == [(0, 0), (2, 1)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("augment", ["flips", "dihedral"])
 def test_augmentation_moves_masks_with_the_image(data_dir: Path, augment: str) -> None:
     sample = sample_from_mci(read_mci(data_dir / "mci" / "original_1.json"))
@@ -122,12 +127,14 @@ def test_augmentation_moves_masks_with_the_image(data_dir: Path, augment: str) -
     assert shapes == ({(576, 768)} if augment == "flips" else {(576, 768), (768, 576)})
 
 
+@pytest.mark.unit
 def test_unknown_augmentation_is_refused(data_dir: Path) -> None:
     sample = sample_from_mci(read_mci(data_dir / "mci" / "original_1.json"))
     with pytest.raises(ValueError, match="unknown augmentation"):
         training_pair(sample, np.random.default_rng(0), "mixup")
 
 
+@pytest.mark.unit
 def test_point_selection_picks_the_most_uncertain_points() -> None:
     logits = torch.full((1, 1, 8, 8), 6.0)
     uncertain = [(1, 2), (5, 5), (7, 0)]  # (row, col)
@@ -138,6 +145,7 @@ def test_point_selection_picks_the_most_uncertain_points() -> None:
     assert torch.allclose(coords[0, 0], torch.tensor([(2 + 0.5) / 8, (1 + 0.5) / 8]))
 
 
+@pytest.mark.unit
 def test_training_points_concentrate_where_the_coarse_mask_is_unsure() -> None:
     # a logit map that is 0 (unsure) on a vertical band x in [0.4, 0.6] and confident elsewhere
     xs = torch.linspace(0, 1, 28)
@@ -152,12 +160,14 @@ def test_training_points_concentrate_where_the_coarse_mask_is_unsure() -> None:
     assert ((all_random[0, :, 0] - 0.5).abs() < 0.12).float().mean() < 0.45
 
 
+@pytest.mark.unit
 def test_point_sample_is_bilinear() -> None:
     grid = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
     value = point_sample(grid, torch.tensor([[[0.5, 0.5], [0.25, 0.25]]]))
     assert torch.allclose(value, torch.tensor([[[1.5, 0.0]]]))
 
 
+@pytest.mark.unit
 def test_fine_features_come_from_the_right_image_and_place() -> None:
     feature_map = torch.zeros(2, 1, 16, 16)
     feature_map[1, 0, 4:8, 8:12] = 1.0  # image 1, pixels x 32..48, y 16..32 at stride 4
@@ -168,6 +178,7 @@ def test_fine_features_come_from_the_right_image_and_place() -> None:
     assert sampled[0, 0, 0] == 1.0 and sampled[0, 0, 1] == 0.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("steps, size", [(1, 56), (2, 112), (3, 224)])
 def test_subdivision_reaches_the_requested_resolution(steps: int, size: int) -> None:
     head = PointRendMaskHead(torch.nn.Identity(), torch.nn.Identity(), fine_channels=8, subdivision_points=100)
@@ -183,6 +194,7 @@ def test_subdivision_reaches_the_requested_resolution(steps: int, size: int) -> 
         assert (changed <= 100).all() and (changed > 0).all()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("backbone, pointrend", [("resnet18", True), ("mobilenet_v3", True), ("resnet18", False)])
 def test_models_train_and_predict_full_size_masks(backbone: str, pointrend: bool) -> None:
     torch.manual_seed(0)
@@ -226,7 +238,7 @@ def _busiest_crop(sample: SegmentationSample, size: int) -> SegmentationSample:
     return _crop(sample, best[0], best[1], size)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_short_overfit_run_finds_the_chromosomes_of_two_images(data_dir: Path) -> None:
     torch.manual_seed(0)
     samples = [
@@ -262,6 +274,7 @@ def _raw(boxes: list[list[float]], scores: list[float], width: int = 40) -> RawD
     return RawDetections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), probabilities)
 
 
+@pytest.mark.unit
 def test_mirroring_detections_twice_gives_them_back_and_moves_box_with_mask() -> None:
     raw = _raw([[2, 3, 10, 20], [25, 0, 40, 5]], [0.9, 0.8])
     mirrored = raw.flipped(40)
@@ -272,6 +285,7 @@ def test_mirroring_detections_twice_gives_them_back_and_moves_box_with_mask() ->
     assert np.array_equal(back.boxes, raw.boxes) and np.array_equal(back.probabilities, raw.probabilities)
 
 
+@pytest.mark.unit
 def test_fusing_two_passes_averages_pairs_and_halves_lone_detections() -> None:
     first = _raw([[2, 2, 10, 20], [20, 5, 30, 25]], [0.9, 0.6])
     # the second pass sees the first chromosome slightly shifted, misses the other one and
@@ -291,6 +305,7 @@ def test_fusing_two_passes_averages_pairs_and_halves_lone_detections() -> None:
     assert len(fuse_passes(cross, other).scores) == 2
 
 
+@pytest.mark.unit
 def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
     from karyoflow.segment import detectron2_backend
 
@@ -300,6 +315,7 @@ def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
         detectron2_backend.pointrend_config()
 
 
+@pytest.mark.unit
 def test_detectron2_backend_config() -> None:
     from karyoflow.segment import detectron2_backend
 
@@ -308,6 +324,7 @@ def test_detectron2_backend_config() -> None:
     assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
 
 
+@pytest.mark.unit
 def test_select_chromosomes_drops_fragments_inside_a_better_detection() -> None:
     from karyoflow.segment.evaluate import Detections
     from karyoflow.segment.postprocess import select_chromosomes
@@ -325,6 +342,7 @@ def test_select_chromosomes_drops_fragments_inside_a_better_detection() -> None:
     assert len(select_chromosomes(detections, score_threshold=0.5, max_containment=1.01).scores) == 3
 
 
+@pytest.mark.integration
 def test_eval_segment_with_tta_reports_the_single_pass_and_the_paired_gain(labelled_dir: Path, tmp_path: Path) -> None:
     from karyoflow.cli import main
 
@@ -347,6 +365,7 @@ def test_eval_segment_with_tta_reports_the_single_pass_and_the_paired_gain(label
         assert gain[kind]["AP"] == pytest.approx([difference, difference], abs=0.011)
 
 
+@pytest.mark.integration
 def test_train_segment_checkpoints_resumes_and_refuses_extra_data_of_validation_cells(
     labelled_dir: Path, tmp_path: Path, capsys
 ) -> None:

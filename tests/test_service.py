@@ -28,7 +28,7 @@ from karyoflow.report import validate_report
 from service.devstack.stack import Stack
 from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.system
 
 
 def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:
@@ -45,14 +45,15 @@ def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:
         assert {r.ici_key for r in rows} <= keys and {r.mask_key for r in rows} <= keys
 
 
-def test_cases_flow_through_the_service(stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path) -> None:
+def test_cases_flow_through_the_service(
+    stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path, karyotyper: Karyotyper
+) -> None:
     key = stack.create_clinic("Clinic A")
     one = [labelled_dir / "mci" / "original_3.json"]
     two = [labelled_dir / "mci" / "original_4.json", labelled_dir / "mci" / "original_107a.json"]
     case_ids = [submit(stack, key, one, reference="P-001"), submit(stack, key, two, reference="P-002")]
     cases = wait_done(stack, key, case_ids)
 
-    karyotyper = Karyotyper(device="cpu")
     for case_id, paths in zip(case_ids, (one, two), strict=True):
         case = cases[case_id]
         report = httpx.get(f"{stack.api_url}/v1/cases/{case_id}/report", headers={"X-API-Key": key}, timeout=30)

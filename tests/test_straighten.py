@@ -7,6 +7,8 @@ import pytest
 from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, place_on_canvas, prepare_cell
 from karyoflow.straighten import crop_margins, rotate_expand, straighten
 
+pytestmark = pytest.mark.unit
+
 
 def banded_rod(length: int = 80, width: int = 14) -> np.ndarray:
     """A vertical chromosome-like rod with bands, on a black background."""

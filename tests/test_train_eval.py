@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from karyoflow.classify.evaluate import classification_report
@@ -21,6 +22,7 @@ def karyo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_tiny_training_run_lowers_the_loss(tiny_weights: Path) -> None:
     model, meta = load_weights(tiny_weights)
     history = meta["history"]
@@ -31,6 +33,7 @@ def test_tiny_training_run_lowers_the_loss(tiny_weights: Path) -> None:
     assert {p.dtype for p in state.values() if p.is_floating_point()} == {torch.float16}
 
 
+@pytest.mark.integration
 def test_training_resumes_from_its_checkpoint(tiny_weights: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed.pt"
     first = karyo(
@@ -78,6 +81,7 @@ def test_training_resumes_from_its_checkpoint(tiny_weights: Path, data_dir: Path
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
 
 
+@pytest.mark.integration
 def test_eval_json_has_the_agreed_keys(tiny_weights: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     result = karyo(
@@ -106,6 +110,7 @@ def test_eval_json_has_the_agreed_keys(tiny_weights: Path, data_dir: Path, tmp_p
     assert out.with_suffix(".confusion.png").stat().st_size > 10_000
 
 
+@pytest.mark.unit
 def test_classification_report_counts() -> None:
     y_true = np.array([0, 0, 1, 1, 23])
     y_pred = np.array([0, 1, 1, 1, 22])
@@ -118,6 +123,7 @@ def test_classification_report_counts() -> None:
     assert abs(report["macro_recall"] - (0.5 + 1.0 + 0.0) / 3) < 1e-12
 
 
+@pytest.mark.integration
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path, tiny_weights: Path, data_dir: Path) -> None:
     missing = karyo("eval", "classify", "--data", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -139,6 +145,7 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path, tiny_weights: Pa
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
 
 
+@pytest.mark.integration
 def test_bench_reports_icis_per_second(tiny_weights: Path, data_dir: Path) -> None:
     result = karyo("bench", "classify", "--data", str(data_dir), "--weights", str(tiny_weights), "--repeats", "1")
     assert result.returncode == 0, result.stderr
@@ -146,6 +153,7 @@ def test_bench_reports_icis_per_second(tiny_weights: Path, data_dir: Path) -> No
     assert figures["batch"] == 46 and figures["icis_per_s"] > 0
 
 
+@pytest.mark.integration
 def test_eval_with_the_assignment_respects_each_cells_capacities(tiny_weights: Path, data_dir: Path, tmp_path: Path):
     out = tmp_path / "eval.json"
     result = karyo(

@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from karyoflow.data.bioimlab import load_grey, read_ici_case
+from karyoflow.data.brightfield import to_brightfield
+from karyoflow.data.icis import layout_stain, read_ici_cell
 from karyoflow.files import write_atomically
 from karyoflow.karyotype import iscn_from_counts
 from karyoflow.labels import LABELS
@@ -248,24 +249,28 @@ def synthesize_folder(
     """`per_cell` semi-synthetic MCIs of each cell, written to `out/mci/original_<case><a..>.json`
     with a README saying how they were made; returns the (file, true ISCN) of each. With
     `abnormal`, every MCI gets the next numerical change of ABNORMAL_CYCLE; a gained copy comes
-    from another of the given cells."""
+    from another of the given cells. G-band cells (the G-band ICI layout) are composed in the
+    working representation and photographed in brightfield (karyoflow.data.brightfield)."""
     if not 1 <= per_cell <= 26:
         raise ValueError("per_cell must be 1..26 (one letter per picture)")
     rng = np.random.default_rng(seed)
-    cells = {case: [(LABELS[r.class_index], r.path) for r in read_ici_case(data_dir, case)] for case in cases}
+    stain = layout_stain(data_dir)
+    cells = {case: [(LABELS[r.class_index], r) for r in read_ici_cell(data_dir, case)] for case in cases}
     written: list[tuple[Path, str]] = []
     for case in progress(cases):
-        icis = [(label, load_grey(path)) for label, path in cells[case]]
+        icis = [(label, record.load()) for label, record in cells[case]]
         for picture in range(per_cell):
             chosen, iscn = icis, cell_iscn([label for label, _ in icis])
             if abnormal:
                 change = ABNORMAL_CYCLE[len(written) % len(ABNORMAL_CYCLE)]
                 donors: dict[str, list[np.ndarray]] = {}
                 if change[0] == "+":
-                    paths = [path for other in cases if other != case for k, path in cells[other] if k == change[1:]]
-                    donors[change[1:]] = [load_grey(path) for path in paths]
+                    records = [r for other in cases if other != case for k, r in cells[other] if k == change[1:]]
+                    donors[change[1:]] = [record.load() for record in records]
                 chosen, iscn = abnormal_cell(icis, change, donors, rng)
             mci = synthesize_mci(chosen, rng, touching=touching, overlapping=overlapping)
+            if stain == "g":
+                mci = to_brightfield(mci, rng)
             path = out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json"
             write_labelme(mci, path, case, iscn)
             written.append((path, iscn))
@@ -273,6 +278,7 @@ def synthesize_folder(
         "# Semi-synthetic metaphases\n\n"
         f"Made by `karyo data synth` from the ICIs of {len(cases)} cells of {data_dir} "
         f"(seed {seed}, touching {touching}, overlapping {overlapping}"
+        + (", G-band brightfield" if stain == "g" else "")
         + (", one numerical change per MCI" if abnormal else "")
         + "). Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded, one "
         "polygon per chromosome labelled with its class, the cell in `flags.case` and its true "
