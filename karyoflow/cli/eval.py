@@ -218,6 +218,14 @@ def cmd_eval_consensus(args: argparse.Namespace) -> int:
     return cmd_eval_karyotype_icis(args)
 
 
+CALL_RATES = ("karyotype_accuracy", "false_abnormal_rate", "sensitivity", "abnormal_called_rate")
+
+
+def _percent(value: float | None) -> str:
+    """A rate for the summary line; n/a where the set has no cell to rate (e.g. no normal truth)."""
+    return "n/a" if value is None else f"{value}%"
+
+
 def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -242,19 +250,20 @@ def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     report["data"] = str(data_dir)
     report["models"] = karyotyper.models
     write_json(args.json, report)
-    a = report["argmax"]
+    shown = {k: _percent(v) if k in CALL_RATES else v for k, v in report.items()}
+    a = {k: _percent(v) if k in CALL_RATES else v for k, v in report["argmax"].items()}
     print(
-        f"{report['n_images']} MCIs  FKA {report['fka']}%  precision {report['precision']}%  "
-        f"recall {report['recall']}%  OCA {report['oca']}%  table3 {report['table3']}  "
-        f"karyotype accuracy {report['karyotype_accuracy']}%  false abnormal {report['false_abnormal_rate']}%"
+        f"{shown['n_images']} MCIs  FKA {shown['fka']}%  precision {shown['precision']}%  "
+        f"recall {shown['recall']}%  OCA {shown['oca']}%  table3 {shown['table3']}  "
+        f"karyotype accuracy {shown['karyotype_accuracy']}  false abnormal {shown['false_abnormal_rate']}"
     )
     print(
-        f"calls: sensitivity {report['sensitivity']}%  abnormal called {report['abnormal_called_rate']}%  "
-        f"count error {report['count_error']}"
+        f"calls: sensitivity {shown['sensitivity']}  abnormal called {shown['abnormal_called_rate']}  "
+        f"count error {shown['count_error']}"
     )
     print(
         f"plain argmax: FKA {a['fka']}%  precision {a['precision']}%  OCA {a['oca']}%  "
-        f"karyotype accuracy {a['karyotype_accuracy']}%  false abnormal {a['false_abnormal_rate']}%"
+        f"karyotype accuracy {a['karyotype_accuracy']}  false abnormal {a['false_abnormal_rate']}"
     )
     print(f"wrote {args.json}")
     return 0
