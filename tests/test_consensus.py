@@ -26,11 +26,12 @@ def test_gain_clone_needs_two_cells_and_makes_a_mosaic() -> None:
     single = consensus(cells("47,XX,+21", "46,XX", "46,XX"))
     assert single.karyotype == "46,XX" and not single.abnormal
     assert single.non_clonal == [{"cell": "c1", "change": "+21"}]
+    assert single.needs_review and any("+21 in c1" in r for r in single.reasons)  # more cells to analyse
 
 
 def test_autosomal_loss_needs_three_cells() -> None:
     two = consensus(cells("46,XX", "45,XX,-20", "45,XX,-20"))  # preparation losses
-    assert two.karyotype == "46,XX" and len(two.non_clonal) == 2
+    assert two.karyotype == "46,XX" and len(two.non_clonal) == 2 and not two.needs_review
     three = consensus(cells("45,XX,-20", "45,XX,-20", "45,XX,-20", "46,XX"))
     assert three.karyotype == "mos 45,XX,-20[3]/46,XX[1]" and three.clonal_changes == ["-20"]
 
