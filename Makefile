@@ -45,9 +45,17 @@ eval: $(VENV)/.installed
 	$(VENV)/bin/karyo eval segment --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --tta --bootstrap 200 --json out/eval-segment-tta.json
 	$(VENV)/bin/karyo eval karyotype --data $(KARYO_LABELLED_DATA) --json out/eval-karyotype-labelled.json
 	$(VENV)/bin/karyo eval karyotype --data $(KARYO_LABELLED_DATA) --segment-tta --json out/eval-karyotype-labelled-tta.json
-	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 2 --seed 1 --out out/synth-val
+	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 2 --seed 1 \
+		--touching 0.15 --overlapping 0.05 --out out/synth-val
 	$(VENV)/bin/karyo eval karyotype --data out/synth-val --json out/eval-karyotype-synth.json
 	$(VENV)/bin/karyo eval karyotype --data out/synth-val --segment-tta --json out/eval-karyotype-synth-tta.json
+	# karyotype calls at real crowding (touching 0.15, overlapping 0.12): normal and abnormal cells
+	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 1 --seed 1 \
+		--touching 0.15 --overlapping 0.12 --out out/synth-val-normal
+	$(VENV)/bin/karyo eval karyotype --data out/synth-val-normal --json out/eval-karyotype-synth-normal.json
+	$(VENV)/bin/karyo data synth --data $(KARYO_DATA) --split splits/bioimlab.json --subset val --per-cell 1 --seed 1 \
+		--touching 0.15 --overlapping 0.12 --abnormal --out out/synth-val-abnormal
+	$(VENV)/bin/karyo eval karyotype --data out/synth-val-abnormal --json out/eval-karyotype-synth-abnormal.json
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/karyo bench classify --data $(KARYO_DATA)

@@ -12,7 +12,9 @@ listed apart and are not part of the karyotype). One cell line gives a plain kar
 cell count: mos 47,XX,+21[6]/46,XX[14].
 
 `needs_review` lists why a person must look before the case is signed: too few cells analysed,
-cell lines in conflict (a mosaic), a cell called with low confidence, or cells of both sexes.
+cell lines in conflict (a mosaic), a gain or sex-chromosome change seen in a single cell (a lab
+analyses more cells before ruling out a low-level mosaic; a single missing autosome is not
+flagged), a cell called with low confidence, or cells of both sexes.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ def consensus(
         reasons.append(f"{n} cell{'s' if n != 1 else ''} analysed: at least {min_cells} are needed to call a clone")
     if len(ordered) > 1:
         reasons.append("cell lines differ: " + ", ".join(f"{line} in {count}" for line, count in ordered))
+    single = [f"{item['change']} in {item['cell']}" for item in non_clonal if not is_autosomal_loss(item["change"])]
+    if single:
+        reasons.append("a gain or sex-chromosome change in one cell only: " + ", ".join(single))
     doubtful = [c.cell for c in cells if c.confidence is not None and c.confidence < low_confidence]
     if doubtful:
         reasons.append(f"low-confidence call in {', '.join(doubtful)}")

@@ -16,9 +16,15 @@ import numpy as np
 
 from karyoflow.classify.predictor import ChromosomeClassifier
 from karyoflow.classify.weights import weights_stain
-from karyoflow.karyotype import DEFAULT_GAIN_PENALTY, DEFAULT_LOSS_PENALTY, assign_karyotype, karyotype_from_labels
+from karyoflow.karyotype import (
+    DEFAULT_GAIN_PENALTY,
+    DEFAULT_LOSS_PENALTY,
+    assign_karyotype,
+    call_margin,
+    karyotype_from_labels,
+)
 from karyoflow.labels import LABELS, NUM_CLASSES
-from karyoflow.pipeline import Chromosome, KaryotypeResult
+from karyoflow.pipeline import Chromosome, KaryotypeResult, review_items
 from karyoflow.stain import Stain, to_bright_on_dark
 from karyoflow.weights_io import sha256_of
 
@@ -73,6 +79,7 @@ def karyotype_icis(
         )
         for position, (prediction, k) in enumerate(zip(predictions, karyotype.labels, strict=True))
     ]
+    margin, rival = call_margin(probabilities, gain_penalty, loss_penalty) if assignment else (float("inf"), None)
     timings["assemble"] = (time.perf_counter() - started) * 1000
     models = {
         "classifier": {
@@ -93,4 +100,7 @@ def karyotype_icis(
         models,
         stain=stain,
         source="icis",
+        margin_nats=margin,
+        rival=rival,
+        review=review_items(chromosomes, karyotype),
     )

@@ -13,10 +13,14 @@ the predictions matched to them.
   the classification accuracy on what segmentation found.
 - table3: MCIs binned by their share of correctly karyotyped chromosomes, at the paper's
   thresholds 42/46, 37/46 and 33/46 (>= 42, 37-41, 33-36, < 33 for a 46-chromosome cell).
-- karyotype accuracy: share of MCIs whose predicted ISCN string equals the true one; the truth
-  comes from the cell's ICIs (`ici/<case>/`; 23a+23b is XX, 23+24 is XY) or, without them, from
-  the polygon labels when every polygon is labelled. false_abnormal_rate: share of MCIs of normal
-  cells (all of BioImLab) called abnormal.
+- karyotype calls (karyoflow.karyotype_metrics, in percent here): karyotype_accuracy (predicted
+  ISCN equals the truth), false_abnormal_rate (normal truth called abnormal), sensitivity
+  (abnormal truth called exactly), abnormal_called_rate (abnormal truth called abnormal at all),
+  per_change (cells, exact and called-abnormal counts per true change) and count_error (called
+  minus true chromosome count -> MCIs). The truth is the MCI's labelme `flags.karyotype`, else
+  the cell's ICIs (`ici/<case>/`; 23a+23b is XX, 23+24 is XY), else the polygon labels when every
+  polygon is labelled; MCIs without any are left out of these figures. Each cell also lists
+  its call's confidence and the kinds of review items it carries.
 Every figure is also given for plain argmax classification, to measure the assignment's gain.
 """
 
@@ -27,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from karyoflow.data.bioimlab import McImage, read_ici_case
+from karyoflow.data.bioimlab import DataError, McImage, read_ici_case
 from karyoflow.karyotype import karyotype_from_labels
+from karyoflow.karyotype_metrics import IscnError, karyotype_call_metrics, normalise_iscn
 from karyoflow.labels import LABEL_TO_INDEX, LABELS, NUM_CLASSES
 from karyoflow.pipeline import KaryotypeResult
 from karyoflow.segment.dataset import sample_from_mci
@@ -39,6 +44,12 @@ TABLE3_BINS = (("ge42", 42 / 46), ("37to41", 37 / 46), ("33to36", 33 / 46), ("lt
 
 
 def true_karyotype(data_dir: Path, mci: McImage) -> str | None:
+    """The MCI's own `flags.karyotype` first, else the cell's ICIs, else the polygon labels."""
+    if mci.karyotype is not None:
+        try:
+            return normalise_iscn(mci.karyotype)
+        except IscnError as error:
+            raise DataError(f"{mci.path}: flags.karyotype: {error}") from error
     ici_dir = data_dir / "ici" / mci.case
     if ici_dir.is_dir():
         return karyotype_from_labels([r.class_index for r in read_ici_case(data_dir, mci.case)]).iscn
@@ -120,16 +131,26 @@ def summarise(per_mci: list[dict], mode: str) -> dict:
             if share >= threshold - 1e-9:
                 table3[name] += 1
                 break
-    with_truth = [c for c in per_mci if c["karyotype_true"] is not None]
-    karyotype_right = sum(c[mode]["karyotype"] == c["karyotype_true"] for c in with_truth)
+    calls = karyotype_call_metrics(
+        (c["karyotype_true"], c[mode]["karyotype"]) for c in per_mci if c["karyotype_true"] is not None
+    )
+
+    def percent(share: float | None) -> float | None:
+        return None if share is None else round(100.0 * share, 2)
+
     return {
         "fka": _rate(correct, true),
         "precision": _rate(correct, predicted),
         "recall": round(100.0 * recall, 2),
         "oca": _rate(correct, segmented),
         "table3": table3,
-        "karyotype_accuracy": _rate(karyotype_right, len(with_truth)),
-        "false_abnormal_rate": _rate(sum(c[mode]["abnormal"] for c in with_truth), len(with_truth)),
+        "karyotype_accuracy": percent(calls["karyotype_accuracy"]),
+        "false_abnormal_rate": percent(calls["false_abnormal_rate"]),
+        "sensitivity": percent(calls["sensitivity"]),
+        "abnormal_called_rate": percent(calls["abnormal_called_rate"]),
+        "karyotype_cells": {"with_truth": calls["n"], "normal": calls["n_normal"], "abnormal": calls["n_abnormal"]},
+        "per_change": calls["per_change"],
+        "count_error": calls["count_error"],
         "counts": {"true": true, "predicted": predicted, "segmented": segmented, "correct": correct},
         "confusion": {"labels": [*LABELS, "BG"], "matrix": confusion.tolist()},
     }
@@ -146,6 +167,8 @@ def evaluate_joint(
         result = analyse(mci)
         entry = score_mci(result, mci, true_karyotype(data_dir, mci))
         entry["timings_ms"] = result.timings_ms
+        entry["confidence"] = round(result.confidence, 4)
+        entry["review"] = sorted({item.kind for item in result.review})
         per_mci.append(entry)
     report = summarise(per_mci, "assigned")
     report["argmax"] = {k: v for k, v in summarise(per_mci, "argmax").items() if k != "confusion"}
@@ -163,6 +186,8 @@ def evaluate_joint(
             "karyotype": c["assigned"]["karyotype"],
             "karyotype_argmax": c["argmax"]["karyotype"],
             "karyotype_true": c["karyotype_true"],
+            "confidence": c["confidence"],
+            "review": c["review"],
             "timings_ms": c["timings_ms"],
         }
         for c in per_mci

@@ -34,6 +34,7 @@ X_INDEX, Y_INDEX = LABEL_TO_INDEX["X"], LABEL_TO_INDEX["Y"]
 AUTOSOMES = range(22)
 DEFAULT_GAIN_PENALTY = 3.0  # nats: an extra copy needs e^3 ~ 20x more evidence than a normal slot
 DEFAULT_LOSS_PENALTY = 3.0
+FORBIDDEN = 1e6  # cost of a slot a chromosome may not take (finite: the solver needs one)
 SEX_COMPLEMENTS: dict[str, tuple[int, ...]] = {"XX": (X_INDEX, X_INDEX), "XY": (X_INDEX, Y_INDEX)}
 CLINICAL_NOTE = (
     "Automated analysis of one metaphase; not a clinical call. A cytogeneticist must review the "
@@ -72,16 +73,34 @@ def assign_classes(
     detection_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
     """Class index (0..23) per chromosome under the cell's capacities, and the base sex
-    complement used ("XX" or "XY"). `probabilities` is N x 24 (rows sum to 1).
+    complement used ("XX" or "XY"); see `solve_assignment`."""
+    labels, complement, _ = solve_assignment(probabilities, gain_penalty, loss_penalty, detection_scores)
+    return labels, complement
+
+
+def solve_assignment(
+    probabilities: np.ndarray,
+    gain_penalty: float = DEFAULT_GAIN_PENALTY,
+    loss_penalty: float = DEFAULT_LOSS_PENALTY,
+    detection_scores: np.ndarray | None = None,
+    forbid: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, str, float]:
+    """Class index (0..23) per chromosome under the cell's capacities, the base sex complement
+    used ("XX" or "XY") and the total cost in nats (lower is better; comparable between two
+    readings of the same image with different chromosomes, e.g. a detection split in two).
+    `probabilities` is N x 24 (rows sum to 1).
 
     With `detection_scores` (the segmenter's probability that each detection is a chromosome),
     a detection may also be rejected (index -1) at a cost of -log(1 - score), while keeping it
     costs -log(score) more: a doubtful detection is kept when it fills an empty place of the
-    karyotype and dropped when it would be a surplus copy without strong evidence."""
+    karyotype and dropped when it would be a surplus copy without strong evidence.
+
+    `forbid` = (row, class index) keeps that chromosome out of that class (-1: must be kept);
+    `call_margin` uses it to find the best other reading of the cell."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n = probabilities.shape[0]
     if n == 0:
-        return np.zeros(0, dtype=np.int64), "XX"
+        return np.zeros(0, dtype=np.int64), "XX", 0.0
     if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
         raise ValueError(f"probabilities must be N x {NUM_CLASSES}, got {probabilities.shape}")
     log_p = -np.log(np.clip(probabilities, 1e-12, 1.0))
@@ -99,6 +118,8 @@ def assign_classes(
             reject = np.repeat(-np.log(1 - scores)[:, None], n, axis=1)
             cost = np.concatenate([cost, reject], axis=1)
             slot_class = np.concatenate([slot_class, np.full(n, -1)])
+        if forbid is not None:
+            cost[forbid[0], slot_class == forbid[1]] = FORBIDDEN
         rows, cols = linear_sum_assignment(cost)
         total = float(cost[rows, cols].sum())
         labels = np.empty(n, dtype=np.int64)
@@ -106,7 +127,37 @@ def assign_classes(
         if best is None or total < best[0] - 1e-9:
             best = (total, labels, name)
     assert best is not None
-    return best[1], best[2]
+    return best[1], best[2], best[0]
+
+
+def call_margin(
+    probabilities: np.ndarray,
+    gain_penalty: float = DEFAULT_GAIN_PENALTY,
+    loss_penalty: float = DEFAULT_LOSS_PENALTY,
+    detection_scores: np.ndarray | None = None,
+) -> tuple[float, str | None]:
+    """How much better (nats) the cell's call is than its best rival, and the rival's ISCN.
+
+    The rival is the cheapest assignment with a different ISCN among those that move one
+    chromosome out of the class the best assignment gave it (or keep one it rejected): any other
+    karyotype moves at least one chromosome, so this is the nearest competing reading. A margin
+    of m nats means the call is e^m times as likely as that rival under the assignment's costs;
+    inf when no rival exists (no chromosomes)."""
+    labels, _, best = solve_assignment(probabilities, gain_penalty, loss_penalty, detection_scores)
+    iscn = karyotype_from_labels(labels).iscn
+    rival: tuple[float, str] | None = None
+    for row, k in enumerate(labels):
+        if k < 0 and detection_scores is None:
+            continue
+        other, _, cost = solve_assignment(probabilities, gain_penalty, loss_penalty, detection_scores, (row, int(k)))
+        if cost >= FORBIDDEN / 2:
+            continue
+        other_iscn = karyotype_from_labels(other).iscn
+        if other_iscn != iscn and (rival is None or cost < rival[0]):
+            rival = (cost, other_iscn)
+    if rival is None:
+        return math.inf, None
+    return max(rival[0] - best, 0.0), rival[1]
 
 
 def count_labels(labels: list[int] | np.ndarray) -> dict[str, int]:

@@ -16,6 +16,7 @@ G-band), loaded when first needed. The segmenter is the stain's own where one is
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +25,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction
+from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction, prediction_from_probabilities
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
 from karyoflow.classify.weights import weights_stain
+from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, contact_point, resolve_splits
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
     DEFAULT_LOSS_PENALTY,
     Karyotype,
     assign_karyotype,
+    call_margin,
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
@@ -40,7 +43,7 @@ from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
 from karyoflow.segment.predictor import load_segmenter, segment_images
 from karyoflow.stain import STAIN_NAMES, Stain, StainChoice, check_stain, resolve_stain, to_bright_on_dark
-from karyoflow.straighten import straighten
+from karyoflow.straighten import FOREGROUND_LEVEL, straighten
 from karyoflow.weights_io import sha256_of
 
 LOW_CONFIDENCE = 0.5  # a chromosome whose assigned class has p < this is marked in the karyogram
@@ -48,6 +51,11 @@ ICI_PAD = 2  # pixels of margin kept around a mask when cutting the ICI out
 # Detections from this score up are candidates for the karyotype assignment, which keeps a weak
 # one only where the karyotype has room for it (karyoflow.karyotype); see docs/pipeline.md.
 DEFAULT_CANDIDATE_THRESHOLD = 0.3
+NORMAL_COUNT = 46
+# a chromosome under these shares of the cell's median area, or of its largest homologue's, may
+# be a fragment (a 21 is about a third of the median chromosome, and homologues differ by ~20%)
+FRAGMENT_AREA = 0.25
+HOMOLOGUE_FRAGMENT = 0.55
 
 
 @dataclass
@@ -88,6 +96,18 @@ class SegmentedCell:
 
 
 @dataclass
+class ReviewItem:
+    """Something a reviewer should look at before accepting the call."""
+
+    # "chromosome_count", "split_pair", "possible_merged_pair", "possible_fragment", "low_confidence"
+    kind: str
+    message: str
+    x: int | None = None  # where in the MCI (pixels), when the item is one place
+    y: int | None = None
+    chromosome_id: int | None = None
+
+
+@dataclass
 class KaryotypeResult:
     image_name: str
     width: int
@@ -98,6 +118,74 @@ class KaryotypeResult:
     models: dict[str, dict] = field(default_factory=dict)
     stain: Stain = "q"
     source: str = "mci"  # "mci": a metaphase image; "icis": a cell given as its cut-out chromosomes
+    # the call against its best rival (karyoflow.karyotype.call_margin); inf without a rival
+    margin_nats: float = math.inf
+    rival: str | None = None
+    review: list[ReviewItem] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the call against its best rival under the assignment's costs. It
+        measures doubt between classes, not about the count: a merged pair or a lost
+        chromosome is raised in `review` instead."""
+        return 1.0 / (1.0 + math.exp(-min(self.margin_nats, 50.0)))
+
+
+def _centre(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    return (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+
+
+def review_items(chromosomes: list[Chromosome], karyotype: Karyotype) -> list[ReviewItem]:
+    """Review items that follow from the assigned chromosomes alone (see `ReviewItem`). Without
+    masks (a cell given as its ICIs) sizes are the straightened ICIs' foreground areas and no
+    place is given."""
+    items: list[ReviewItem] = []
+    count = len(chromosomes)
+    if count != NORMAL_COUNT:
+        items.append(
+            ReviewItem(
+                "chromosome_count",
+                f"{count} chromosomes found: confirm the "
+                + (
+                    "loss (a merged pair or an overlapped chromosome reads as one)"
+                    if count < NORMAL_COUNT
+                    else "gain (a fragment or a debris particle reads as a chromosome)"
+                ),
+            )
+        )
+
+    def where(c: Chromosome) -> tuple[str, int | None, int | None]:
+        if c.bbox is None:
+            return (f" ({c.source})" if c.source else ""), None, None
+        x, y = _centre(c.bbox)
+        return f" near {x},{y}", x, y
+
+    if chromosomes:
+        areas = {
+            c.id: int(c.mask.sum()) if c.mask is not None else int((c.straightened > FOREGROUND_LEVEL).sum())
+            for c in chromosomes
+        }
+        median_area = float(np.median(list(areas.values())))
+        largest_of_class: dict[str, int] = {}
+        for c in chromosomes:
+            largest_of_class[c.label] = max(largest_of_class.get(c.label, 0), areas[c.id])
+        for c in chromosomes:
+            # far smaller than its homologue, or than any chromosome should be
+            if (
+                areas[c.id] < HOMOLOGUE_FRAGMENT * largest_of_class[c.label]
+                or areas[c.id] < FRAGMENT_AREA * median_area
+            ):
+                place, x, y = where(c)
+                items.append(
+                    ReviewItem("possible_fragment", f"possible fragment{place} (read as {c.label})", x, y, c.id)
+                )
+    gained = {a["chromosome"] for a in karyotype.abnormalities if a["type"] == "gain"}
+    for c in chromosomes:
+        if c.low_confidence or (c.label in gained and c.score < 0.9):
+            place, x, y = where(c)
+            message = f"low-confidence {c.label}{place} (p {c.score:.2f})"
+            items.append(ReviewItem("low_confidence", message, x, y, c.id))
+    return items
 
 
 def cut_out(image: np.ndarray, mask: np.ndarray, pad: int = ICI_PAD) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -144,6 +232,19 @@ class MissingModelError(FileNotFoundError):
     """No model is installed for what was asked (e.g. G-band classification without its weights)."""
 
 
+def split_items(splits: list[Split], made: bool = True) -> list[ReviewItem]:
+    """Review items for detections cluster resolution split (`made`) or would split."""
+    items = []
+    for split in splits:
+        x, y = contact_point(*split.masks)
+        pair = "+".join(LABELS[int(np.argmax(p))] for p in split.probabilities)
+        if made:
+            items.append(ReviewItem("split_pair", f"detection split in two near {x},{y} ({pair}): check the cut", x, y))
+        else:
+            items.append(ReviewItem("possible_merged_pair", f"possible merged pair near {x},{y} ({pair}?)", x, y))
+    return items
+
+
 class Karyotyper:
     """Both models loaded once; `analyse` runs one MCI end to end."""
 
@@ -162,10 +263,14 @@ class Karyotyper:
         stain: StainChoice = "auto",
         classifier_weights_by_stain: dict[str, Path] | None = None,
         segmenter_weights_by_stain: dict[str, Path] | None = None,
+        resolve_clusters: bool = False,
+        split_margin: float = DEFAULT_SPLIT_MARGIN,
     ) -> None:
         """`classifier_weights` is the Q-band classifier (default models/chrnet4.pt);
         `classifier_weights_by_stain` overrides any stain's (default: the committed ones).
-        `stain` is what `analyse` assumes when not told: q, g or auto (detected per image)."""
+        `stain` is what `analyse` assumes when not told: q, g or auto (detected per image).
+        `resolve_clusters`: split detections that hold two touching chromosomes where the
+        assignment improves by more than `split_margin` nats (karyoflow.clusters)."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
@@ -190,12 +295,15 @@ class Karyotyper:
         # with the assignment, weaker detections are candidates it may keep or reject
         self.candidate_threshold = min(candidate_threshold, score_threshold) if assignment else score_threshold
         self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
+        self.resolve_clusters = resolve_clusters and assignment
+        self.split_margin = split_margin
         self.settings = {
             "score_threshold": score_threshold,
             "max_containment": max_containment,
             "segment_tta": segment_tta,
             "candidate_threshold": self.candidate_threshold,
             "assignment": "capacity" if assignment else "argmax",
+            "resolve_clusters": self.resolve_clusters,
         }
         self.models = self.models_for("q")
 
@@ -286,6 +394,64 @@ class Karyotyper:
         canvases = np.stack([self.canvas(image, cell.scale, cell.level, cell.stain) for image in cell.straightened])
         return self.classifier_for(cell.stain).predict_canvases(canvases, cell.angles)
 
+    def _assignment_scores(self, detection_scores: np.ndarray) -> np.ndarray:
+        # detections above the score threshold are chromosomes; only weaker candidates may be
+        # rejected (their score is the evidence)
+        return np.where(detection_scores >= self.score_threshold, 1.0, detection_scores)
+
+    def resolve(
+        self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction]
+    ) -> tuple[SegmentedCell, list[IciPrediction], list[Split]]:
+        """Stage 3b (opt-in): detections holding two touching chromosomes split in two where the
+        cell's assignment improves (karyoflow.clusters); the pieces follow the kept detections.
+        `image` is the working representation the cell was cut from."""
+        if not predictions:
+            return cell, predictions, []
+        classifier = self.classifier_for(cell.stain)
+        method = classifier.preprocessing.method
+
+        def classify_masks(masks: list[np.ndarray]) -> np.ndarray:
+            pieces = [straighten(cut_out(image, mask)[0], method) for mask in masks]
+            canvases = np.stack([self.canvas(piece.image, cell.scale, cell.level, cell.stain) for piece in pieces])
+            angles = np.array([piece.angle for piece in pieces], dtype=np.float32)
+            return np.stack([p.probabilities for p in classifier.predict_canvases(canvases, angles)])
+
+        probabilities = np.stack([p.probabilities for p in predictions])
+        splits = resolve_splits(
+            cell.masks,
+            probabilities,
+            self._assignment_scores(cell.detection_scores),
+            classify_masks,
+            self.gain_penalty,
+            self.loss_penalty,
+            self.split_margin,
+        )
+        if not splits:
+            return cell, predictions, []
+        split_parents = {split.parent for split in splits}
+        kept = [i for i in range(len(predictions)) if i not in split_parents]
+        piece_masks = [mask for split in splits for mask in split.masks]
+        cuts = [cut_out(image, mask) for mask in piece_masks]
+        pieces = [straighten(ici, method) for ici, _ in cuts]
+        piece_scores = [cell.detection_scores[split.parent] for split in splits for _ in split.masks]
+        piece_predictions = [
+            prediction_from_probabilities(p, piece.angle)
+            for p, piece in zip((p for split in splits for p in split.probabilities), pieces, strict=True)
+        ]
+        resolved = SegmentedCell(
+            width=cell.width,
+            height=cell.height,
+            detection_scores=np.concatenate([cell.detection_scores[kept], np.asarray(piece_scores, np.float64)]),
+            masks=np.concatenate([cell.masks[kept], np.stack(piece_masks)]),
+            boxes=[cell.boxes[i] for i in kept] + [box for _, box in cuts],
+            straightened=[cell.straightened[i] for i in kept] + [piece.image for piece in pieces],
+            angles=np.concatenate([cell.angles[kept], np.array([piece.angle for piece in pieces], np.float32)]),
+            scale=cell.scale,
+            level=cell.level,
+            stain=cell.stain,
+        )
+        return resolved, [predictions[i] for i in kept] + piece_predictions, splits
+
     def assemble(
         self, name: str, cell: SegmentedCell, predictions: list[IciPrediction], timings: dict[str, float]
     ) -> KaryotypeResult:
@@ -296,9 +462,7 @@ class Karyotyper:
                 probabilities,
                 self.gain_penalty,
                 self.loss_penalty,
-                # detections above the score threshold are chromosomes; only weaker candidates
-                # may be rejected (their score is the evidence)
-                detection_scores=np.where(cell.detection_scores >= self.score_threshold, 1.0, cell.detection_scores),
+                detection_scores=self._assignment_scores(cell.detection_scores),
             )
         else:
             karyotype = karyotype_from_labels([p.class_index - 1 for p in predictions])
@@ -324,6 +488,13 @@ class Karyotyper:
                 )
             )
         karyotype = karyotype_from_labels([k for k in karyotype.labels if k >= 0], karyotype.sex_complement)
+        margin, rival = (
+            call_margin(
+                probabilities, self.gain_penalty, self.loss_penalty, self._assignment_scores(cell.detection_scores)
+            )
+            if self.assignment
+            else (math.inf, None)
+        )
         return KaryotypeResult(
             name,
             cell.width,
@@ -333,7 +504,24 @@ class Karyotyper:
             {k: round(v, 1) for k, v in timings.items()},
             self.models_for(cell.stain),
             stain=cell.stain,
+            margin_nats=margin,
+            rival=rival,
+            review=review_items(chromosomes, karyotype),
         )
+
+    def merged_pair_items(
+        self, image: np.ndarray, cell: SegmentedCell, predictions: list[IciPrediction], result: KaryotypeResult
+    ) -> list[ReviewItem]:
+        """Where a cell short of chromosomes has a detection whose split in two (karyoflow.
+        clusters) would make the assignment cheaper, even by less than the split margin."""
+        if len(result.chromosomes) >= NORMAL_COUNT or not predictions:
+            return []
+        saved_margin, self.split_margin = self.split_margin, 0.0
+        try:
+            _, _, splits = self.resolve(image, cell, predictions)
+        finally:
+            self.split_margin = saved_margin
+        return split_items(splits, made=False)
 
     def analyse(
         self, image: np.ndarray | Image.Image, name: str = "image", stain: StainChoice | None = None
@@ -351,7 +539,15 @@ class Karyotyper:
         started = time.perf_counter()
         predictions = self.classify(cell)
         timings["classify"] = (time.perf_counter() - started) * 1000
+        splits: list[Split] = []
+        if self.resolve_clusters:
+            started = time.perf_counter()
+            cell, predictions, splits = self.resolve(working, cell, predictions)
+            timings["resolve"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         result = self.assemble(name, cell, predictions, timings)
+        if self.assignment:
+            # after the count item, before the per-chromosome ones
+            result.review[1:1] = split_items(splits) + self.merged_pair_items(working, cell, predictions, result)
         result.timings_ms["assemble"] = round((time.perf_counter() - started) * 1000, 1)
         return result

@@ -3,8 +3,10 @@ karyoflow/schemas/report.schema.json) and writing a result's files atomically.""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 from functools import cache
 
 import jsonschema
@@ -68,6 +70,13 @@ def build_report(result: KaryotypeResult) -> dict:
         "note": CLINICAL_NOTE,
         "chromosome_count": len(result.chromosomes),
         "abnormalities": result.karyotype.abnormalities,
+        "call": {
+            "karyotype": result.karyotype.iscn,
+            "confidence": round(result.confidence, 4),
+            "margin_nats": None if math.isinf(result.margin_nats) else round(result.margin_nats, 3),
+            "rival": result.rival,
+            "review": [{k: v for k, v in dataclasses.asdict(item).items() if v is not None} for item in result.review],
+        },
         "chromosomes": [_chromosome_entry(c) for c in result.chromosomes],
         "timings_ms": result.timings_ms,
         "models": result.models,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from karyoflow.data.bioimlab import MCI_NAME, list_mcis, read_mci
+from karyoflow.data.bioimlab import list_mcis, mci_case, read_mci
 from karyoflow.data.split import read_split
 from karyoflow.segment.dataset import sample_from_mci
 from karyoflow.segment.evaluate import mask_iou_matrix, match_instances
@@ -35,7 +35,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     model, _ = load_segmenter(args.weights)
     val = set(read_split(args.split, "val"))
-    paths = [p for p in list_mcis(args.data) if MCI_NAME.match(p.name)["case"] in val]
+    paths = [p for p in list_mcis(args.data) if mci_case(p) in val]
     for folder in args.extra:
         paths += list_mcis(folder)
     cached = []

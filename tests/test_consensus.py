@@ -26,11 +26,12 @@ def test_gain_clone_needs_two_cells_and_makes_a_mosaic() -> None:
     single = consensus(cells("47,XX,+21", "46,XX", "46,XX"))
     assert single.karyotype == "46,XX" and not single.abnormal
     assert single.non_clonal == [{"cell": "c1", "change": "+21"}]
+    assert single.needs_review and any("+21 in c1" in r for r in single.reasons)  # more cells to analyse
 
 
 def test_autosomal_loss_needs_three_cells() -> None:
     two = consensus(cells("46,XX", "45,XX,-20", "45,XX,-20"))  # preparation losses
-    assert two.karyotype == "46,XX" and len(two.non_clonal) == 2
+    assert two.karyotype == "46,XX" and len(two.non_clonal) == 2 and not two.needs_review
     three = consensus(cells("45,XX,-20", "45,XX,-20", "45,XX,-20", "46,XX"))
     assert three.karyotype == "mos 45,XX,-20[3]/46,XX[1]" and three.clonal_changes == ["-20"]
 
@@ -86,3 +87,15 @@ def test_case_consensus_scored_against_the_truths_consensus() -> None:
     assert report["n_cases"] == 3 and report["case_accuracy"] == pytest.approx(2 / 3)
     assert report["abnormal_cases"] == 2 and report["abnormal_case_accuracy"] == pytest.approx(1 / 2)
     assert report["multi_cell_cases"] == 2 and report["cell_scores"]["n"] == 5
+
+
+def test_the_service_case_karyotype_is_the_consensus_and_fits_its_column() -> None:
+    from workers.tasks import KARYOTYPE_COLUMN, _case_karyotype
+
+    assert _case_karyotype(["47,XY,+21", "47,XY,+21", "46,XY"]) == ("mos 47,XY,+21[2]/46,XY[1]", True)
+    assert _case_karyotype(["46,XX", "45,XX,-3"]) == ("46,XX", False)  # a single loss is no clone
+    assert _case_karyotype([]) == (None, None)
+    many_lines = [f"47,XX,+{k}" for k in range(1, 23) for _ in range(2)]
+    text, abnormal = _case_karyotype(many_lines)
+    assert abnormal and len(text) <= KARYOTYPE_COLUMN and text.endswith("/...")
+    assert all(line.endswith("[2]") for line in text.removeprefix("mos ").split("/")[:-1])

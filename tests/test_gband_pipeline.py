@@ -173,3 +173,28 @@ def test_ici_endpoint_takes_a_gband_cell(gband_dir: Path, tiny_gband_weights: Pa
         finally:
             db_session.get_engine().dispose()
             clear()
+
+
+def test_gband_synth_and_karyo_run_on_a_gband_metaphase(
+    gband_dir: Path, tiny_gband_weights: Path, tmp_path: Path
+) -> None:
+    """`karyo data synth` on the G-band layout writes brightfield metaphases whose labels and
+    truth match the cells; `karyo run` on one detects G-band and writes a karyogram and report."""
+    from karyoflow.data.bioimlab import read_mci
+    from karyoflow.karyotype import karyotype_from_labels
+
+    cells = ["97002069.20", GBAND_CELL]
+    done = _karyo("data", "synth", "--data", str(gband_dir), "--cases", *cells, "--out", str(tmp_path / "synth"))
+    assert done.returncode == 0, done.stderr
+    mci = read_mci(tmp_path / "synth" / "mci" / f"original_{GBAND_CELL}a.json")
+    assert mci.case == GBAND_CELL and detect_stain(mci.image) == "g"
+    truth = karyotype_from_labels([r.class_index for r in read_ici_cell(gband_dir, GBAND_CELL)]).iscn
+    assert sorted(mci.labels) == sorted(LABELS[r.class_index] for r in read_ici_cell(gband_dir, GBAND_CELL))
+    assert truth == "47,XY,+21" == mci.karyotype
+    done = _karyo("run", str(mci.path), "--classify-weights", str(tiny_gband_weights), "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / f"original_{GBAND_CELL}a.json").read_text())
+    validate_report(report)
+    assert report["stain"] == "g" and report["source"] == "mci" and report["chromosome_count"] >= 40
+    with Image.open(tmp_path / "run" / f"original_{GBAND_CELL}a.png") as karyogram:
+        assert np.median(np.asarray(karyogram.convert("L"))) > 200

@@ -16,15 +16,16 @@ from karyoflow.cli.common import add_data_arg, add_pipeline_args, make_karyotype
 
 def cmd_bench_classify(args: argparse.Namespace) -> int:
     from karyoflow.benchmark import bench_classifier
-    from karyoflow.classify.weights import load_weights
-    from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+    from karyoflow.cli.common import load_classifier_for
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.icis import list_ici_cells, read_ici_cell
     from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     device = pick_device(args.device)
-    model, meta = load_weights(args.weights, device)
-    case = list_ici_cases(data_dir)[0]
-    raw = [r.load() for r in read_ici_case(data_dir, case)][: args.batch]
+    model, meta, _ = load_classifier_for(data_dir, args.weights, device)
+    cell = list_ici_cells(data_dir)[0]
+    raw = [r.load() for r in read_ici_cell(data_dir, cell)][: args.batch]
     print(json.dumps(bench_classifier(model, meta, raw, args.batch, args.repeats, args.tta, device)))
     return 0
 

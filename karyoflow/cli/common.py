@@ -41,6 +41,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-tta", action="store_true", help="segment the mirrored MCI too and fuse (2x segmentation time)"
     )
+    parser.add_argument(
+        "--resolve-clusters",
+        action="store_true",
+        help="split detections that hold two touching chromosomes where the karyotype assignment improves",
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--stain",
@@ -94,6 +99,21 @@ def make_karyotyper(args: argparse.Namespace):
         device=args.device,
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),
+        resolve_clusters=getattr(args, "resolve_clusters", False),
         stain=getattr(args, "stain", "auto"),
         **kwargs,
     )
+
+
+def load_classifier_for(data_dir: Path, weights: Path | None, device):
+    """(model, meta, path) of the ChrNet4 for the stain of DIR's ICIs: `weights` when given, else
+    the shipped model of that stain; weights trained on another stain are a usage error."""
+    from karyoflow.classify.weights import default_weights, load_weights, weights_stain
+    from karyoflow.data.icis import layout_stain
+
+    stain = layout_stain(data_dir)
+    path = Path(weights) if weights is not None else default_weights(stain)
+    model, meta = load_weights(path, device)
+    if weights_stain(meta) != stain:
+        raise UsageError(f"{path} was trained on {weights_stain(meta)}-band ICIs; {data_dir} is {stain}-band")
+    return model, meta, path

@@ -2,7 +2,7 @@
 
 karyo data split  --data DIR [--out FILE]
 karyo data coco   --data DIR --out FILE [--split FILE --subset val]
-karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] --out DIR
+karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] [--abnormal] --out DIR
 """
 
 from __future__ import annotations
@@ -44,25 +44,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from karyoflow.data.bioimlab import list_ici_cases, resolve_data_dir
-    from karyoflow.data.synth import synthesize_folder
+    from karyoflow.data.synth import DEFAULT_OVERLAPPING, DEFAULT_TOUCHING, synthesize_folder
 
     data_dir = resolve_data_dir(args.data)
     cases = split_cases(args, data_dir, args.subset) or list_ici_cases(data_dir)
     if not 1 <= args.per_cell <= 26:
         raise UsageError("--per-cell must be 1..26 (one letter per picture)")
+    # defaults near real preparations (karyoflow.data.synth)
+    args.touching = DEFAULT_TOUCHING if args.touching is None else args.touching
+    args.overlapping = DEFAULT_OVERLAPPING if args.overlapping is None else args.overlapping
     if not (0 <= args.touching <= 1 and 0 <= args.overlapping <= 1 and args.touching + args.overlapping <= 1):
         raise UsageError("--touching and --overlapping are shares in [0, 1] that add up to at most 1")
-    written = synthesize_folder(
-        data_dir,
-        cases,
-        args.out,
-        per_cell=args.per_cell,
-        touching=args.touching,
-        overlapping=args.overlapping,
-        seed=args.seed,
-        progress=lambda items: tqdm(items, desc="synthesizing"),
-    )
-    print(f"wrote {written} MCIs to {args.out / 'mci'}")
+    if args.abnormal and len(cases) < 2:
+        raise UsageError("--abnormal needs at least two cells (a gained copy comes from another cell)")
+    try:
+        written = synthesize_folder(
+            data_dir,
+            cases,
+            args.out,
+            per_cell=args.per_cell,
+            touching=args.touching,
+            overlapping=args.overlapping,
+            seed=args.seed,
+            abnormal=args.abnormal,
+            progress=lambda items: tqdm(items, desc="synthesizing"),
+        )
+    except ValueError as error:  # e.g. a +Y change among cells with no Y to take it from
+        raise UsageError(str(error)) from error
+    changes = f" ({', '.join(sorted({iscn for _, iscn in written}))})" if args.abnormal else ""
+    print(f"wrote {len(written)} MCIs to {args.out / 'mci'}{changes}")
     return 0
 
 
@@ -92,7 +102,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--split", type=Path, default=None)
     synth.add_argument("--subset", default="val")
     synth.add_argument("--per-cell", type=int, default=1, help="pictures per cell")
-    synth.add_argument("--touching", type=float, default=0.15, help="share of chromosomes touching another")
-    synth.add_argument("--overlapping", type=float, default=0.05, help="share overlapping another")
+    synth.add_argument("--touching", type=float, default=None, help="share of chromosomes touching another (0.15)")
+    synth.add_argument("--overlapping", type=float, default=None, help="share overlapping another (0.12)")
+    synth.add_argument(
+        "--abnormal",
+        action="store_true",
+        help="one numerical change per MCI (+21, +18, +13, +X, +Y, 45,X, +8, -7, +12, +22, -21 in turn; "
+        "the true ISCN in flags.karyotype)",
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_data_synth)

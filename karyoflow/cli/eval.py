@@ -16,6 +16,7 @@ from karyoflow.cli.common import (
     UsageError,
     add_data_arg,
     add_pipeline_args,
+    load_classifier_for,
     make_karyotyper,
     mci_cases,
     split_cases,
@@ -29,14 +30,13 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     from karyoflow.classify.dataset import load_ici_tensors
     from karyoflow.classify.evaluate import evaluate_classifier, save_confusion_png
     from karyoflow.classify.preprocess import Preprocessing
-    from karyoflow.classify.weights import load_weights
     from karyoflow.data.bioimlab import case_sort_key, resolve_data_dir
     from karyoflow.device import pick_device
 
     data_dir = resolve_data_dir(args.data)
     cases = split_cases(args, data_dir, args.subset)
     device = pick_device(args.device)
-    model, meta = load_weights(args.weights, device)
+    model, meta, weights = load_classifier_for(data_dir, args.weights, device)
     preprocessing = Preprocessing.from_meta(meta)
     if args.method:
         preprocessing = dataclasses.replace(preprocessing, method=args.method)
@@ -51,7 +51,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
             "n_cells": len(set(tensors.cases)),
             "straighten": preprocessing.method,
             "tta": args.tta,
-            "weights": str(args.weights or "models/chrnet4.pt"),
+            "weights": str(weights),
             "seconds": round(time.time() - started, 2),
         }
     )
@@ -133,7 +133,6 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
     from karyoflow.cell_eval import call_cells, score_cell_calls
     from karyoflow.classify.evaluate import predict_probabilities
     from karyoflow.classify.preprocess import Preprocessing
-    from karyoflow.classify.weights import default_weights, load_weights, weights_stain
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.data.icis import case_of_cell, ici_layout, layout_stain, read_ici_cells
     from karyoflow.device import pick_device
@@ -141,11 +140,8 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data)
     cells = split_cases(args, data_dir, args.subset)
     layout, stain = ici_layout(data_dir), layout_stain(data_dir)
-    weights = args.classify_weights or default_weights(stain)
     device = pick_device(args.device)
-    model, meta = load_weights(weights, device)
-    if weights_stain(meta) != stain:
-        raise UsageError(f"{weights} was trained on {weights_stain(meta)}-band ICIs; {data_dir} is {stain}-band")
+    model, meta, weights = load_classifier_for(data_dir, args.classify_weights, device)
     preprocessing = Preprocessing.from_meta(meta)
     if device.type == "cpu":
         torch.set_flush_denormal(True)
@@ -218,6 +214,14 @@ def cmd_eval_consensus(args: argparse.Namespace) -> int:
     return cmd_eval_karyotype_icis(args)
 
 
+CALL_RATES = ("karyotype_accuracy", "false_abnormal_rate", "sensitivity", "abnormal_called_rate")
+
+
+def _percent(value: float | None) -> str:
+    """A rate for the summary line; n/a where the set has no cell to rate (e.g. no normal truth)."""
+    return "n/a" if value is None else f"{value}%"
+
+
 def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -231,7 +235,7 @@ def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     cases = mci_cases(args)
     paths = [p for p in list_mcis(data_dir) if cases is None or mci_case(p) in cases]
     if not paths:
-        raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
+        raise UsageError(f"no labelme MCIs found in {data_dir} or {data_dir / 'mci'} for the chosen cells")
     karyotyper = make_karyotyper(args)
     report = evaluate_joint(
         lambda mci: karyotyper.analyse(mci.image, mci.path.name),
@@ -242,15 +246,20 @@ def cmd_eval_karyotype(args: argparse.Namespace) -> int:
     report["data"] = str(data_dir)
     report["models"] = karyotyper.models
     write_json(args.json, report)
-    a = report["argmax"]
+    shown = {k: _percent(v) if k in CALL_RATES else v for k, v in report.items()}
+    a = {k: _percent(v) if k in CALL_RATES else v for k, v in report["argmax"].items()}
     print(
-        f"{report['n_images']} MCIs  FKA {report['fka']}%  precision {report['precision']}%  "
-        f"recall {report['recall']}%  OCA {report['oca']}%  table3 {report['table3']}  "
-        f"karyotype accuracy {report['karyotype_accuracy']}%  false abnormal {report['false_abnormal_rate']}%"
+        f"{shown['n_images']} MCIs  FKA {shown['fka']}%  precision {shown['precision']}%  "
+        f"recall {shown['recall']}%  OCA {shown['oca']}%  table3 {shown['table3']}  "
+        f"karyotype accuracy {shown['karyotype_accuracy']}  false abnormal {shown['false_abnormal_rate']}"
+    )
+    print(
+        f"calls: sensitivity {shown['sensitivity']}  abnormal called {shown['abnormal_called_rate']}  "
+        f"count error {shown['count_error']}"
     )
     print(
         f"plain argmax: FKA {a['fka']}%  precision {a['precision']}%  OCA {a['oca']}%  "
-        f"karyotype accuracy {a['karyotype_accuracy']}%  false abnormal {a['false_abnormal_rate']}%"
+        f"karyotype accuracy {a['karyotype_accuracy']}  false abnormal {a['false_abnormal_rate']}"
     )
     print(f"wrote {args.json}")
     return 0

@@ -96,16 +96,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from karyoflow.classify.predictor import ChromosomeClassifier
-    from karyoflow.data.bioimlab import list_ici_cases, read_ici_case, resolve_data_dir
+    from karyoflow.cli.common import load_classifier_for
+    from karyoflow.data.bioimlab import resolve_data_dir
+    from karyoflow.data.icis import list_ici_cells, read_ici_cell
     from karyoflow.labels import LABELS
 
     data_dir = resolve_data_dir(args.data)
-    cases = split_cases(args, data_dir, None) or list_ici_cases(data_dir)[:3]
-    classifier = ChromosomeClassifier(args.weights, args.device)
+    cases = split_cases(args, data_dir, None) or list_ici_cells(data_dir)[:3]
+    _, _, weights = load_classifier_for(data_dir, args.weights, "cpu")  # the stain's model, checked
+    classifier = ChromosomeClassifier(weights, args.device)
     total = correct = 0
     print(f"{'cell':>5}  {'file':<14} {'true':>4} {'pred':>4} {'p':>5}  top-3")
     for case in cases:
-        records = read_ici_case(data_dir, case)
+        records = read_ici_cell(data_dir, case)
         predictions = classifier.classify_cell([r.load() for r in records])
         for record, prediction in zip(records, predictions, strict=True):
             right = prediction.class_index - 1 == record.class_index

@@ -3,6 +3,11 @@
     DIR/ici/<case>/<case> <class>[ab].bmp   individual chromosome images (ICIs), class 1..24
     DIR/mci/original_<case>[a-d].json       labelme MCIs with the image embedded
 
+MCIs are read from every labelme `*.json` file in DIR and in DIR/mci/, whatever its name, so a
+lab's own labelled folder reads like BioImLab's. A file's cell (`case`) is its labelme
+`flags.case` when set, else the `<case>` of an `original_<case><picture>.json` name, else the
+file stem; `flags.karyotype` (an ISCN string) is the cell's true karyotype when given.
+
 The data directory comes from `--data` or the KARYO_DATA environment variable.
 """
 
@@ -108,23 +113,68 @@ class McImage:
     image: np.ndarray  # H x W uint8 grey
     polygons: list[np.ndarray] = field(default_factory=list)  # each K x 2 float (x, y)
     labels: list[str] = field(default_factory=list)
+    karyotype: str | None = None  # the true ISCN karyotype from `flags.karyotype`, when given
+
+
+def _labelme_document(path: Path) -> dict:
+    """The parsed labelme JSON of `path`; a clear DataError for anything else."""
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not JSON: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("shapes"), list):
+        raise DataError(f"{path} is JSON but not a labelme file (no 'shapes' list)")
+    flags = document.get("flags")
+    if flags is not None and not isinstance(flags, dict):
+        raise DataError(f"{path}: labelme 'flags' must be an object")
+    return document
+
+
+def _case_and_picture(path: Path, flags: dict) -> tuple[str, str]:
+    match = MCI_NAME.match(path.name)
+    if flags.get("case") not in (None, ""):
+        case = str(flags["case"])
+        return case, match["picture"] if match and match["case"] == case else ""
+    if match:
+        return match["case"], match["picture"]
+    return path.stem, ""
+
+
+def _labelme_image(path: Path, document: dict) -> np.ndarray:
+    """The embedded image, or without one (labelme's 'Save image data' off) the file named by
+    `imagePath`, relative to the JSON file."""
+    if document.get("imageData"):
+        try:
+            raw = base64.b64decode(document["imageData"])
+            with Image.open(io.BytesIO(raw)) as image:
+                return np.asarray(image.convert("L"), dtype=np.uint8)
+        except (TypeError, ValueError, OSError) as error:
+            raise DataError(f"{path}: its imageData is not a readable image: {error}") from error
+    image_path = document.get("imagePath")
+    if not image_path:
+        raise DataError(f"{path} is a labelme JSON without imageData or imagePath: no image to read")
+    image_file = path.parent / str(image_path)
+    try:
+        with Image.open(image_file) as image:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except OSError as error:
+        raise DataError(f"{path} has no imageData and its imagePath {image_file} is not readable: {error}") from error
 
 
 def read_mci(path: Path) -> McImage:
-    match = MCI_NAME.match(path.name)
-    if match is None:
-        raise DataError(f"unexpected MCI file name {path} (want original_<case>[a-d].json)")
-    try:
-        document = json.loads(path.read_text())
-        raw = base64.b64decode(document["imageData"])
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error}") from error
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path} is not a labelme JSON with embedded imageData: {error}") from error
-    with Image.open(io.BytesIO(raw)) as image:
-        grey = np.asarray(image.convert("L"), dtype=np.uint8)
-    mci = McImage(path, match["case"], match["picture"], grey)
-    for shape in document.get("shapes", []):
+    """One labelme file of any name (see the module doc for how its cell is found)."""
+    document = _labelme_document(path)
+    flags = document.get("flags") or {}
+    case, picture = _case_and_picture(path, flags)
+    karyotype = flags.get("karyotype")
+    if karyotype is not None and not isinstance(karyotype, str):
+        raise DataError(f"{path}: flags.karyotype must be an ISCN string, got {karyotype!r}")
+    mci = McImage(path, case, picture, _labelme_image(path, document), karyotype=karyotype or None)
+    for shape in document["shapes"]:
+        if not isinstance(shape, dict) or "points" not in shape:
+            raise DataError(f"{path}: a labelme shape without points")
         if shape.get("shape_type", "polygon") != "polygon" or len(shape["points"]) < 3:
             continue
         mci.polygons.append(np.asarray(shape["points"], dtype=np.float64))
@@ -132,15 +182,16 @@ def read_mci(path: Path) -> McImage:
     return mci
 
 
-def list_mcis(data_dir: Path) -> list[Path]:
-    mci_dir = data_dir / "mci"
-    if not mci_dir.is_dir():
-        raise DataError(f"{data_dir} has no mci/ folder (BioImLab layout expected)")
-    paths = [p for p in mci_dir.iterdir() if MCI_NAME.match(p.name)]
-    return sorted(paths, key=lambda p: case_sort_key(MCI_NAME.match(p.name)["case"]) + (p.name,))
-
-
 def mci_case(path: Path) -> str:
-    """The cell an MCI file belongs to (`original_107a.json` -> "107"); "" for other names."""
-    match = MCI_NAME.match(path.name)
-    return match["case"] if match else ""
+    """The cell of one labelme file, without decoding its image."""
+    document = _labelme_document(path)
+    return _case_and_picture(path, document.get("flags") or {})[0]
+
+
+def list_mcis(data_dir: Path) -> list[Path]:
+    """Every `*.json` file in `data_dir` and in `data_dir/mci/`, whatever its name, sorted by the
+    cell its name suggests (numeric where it is a number), then by name. Whether each one is a
+    labelme file is checked when it is read (`read_mci`)."""
+    folders = [data_dir, data_dir / "mci"]
+    paths = [p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.suffix.lower() == ".json"]
+    return sorted(paths, key=lambda p: case_sort_key(_case_and_picture(p, {})[0]) + (p.name,))

@@ -12,11 +12,13 @@ not chromosomes and carry no polygon). Masks, labels and polygons are unchanged.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from karyoflow.data.synth import SyntheticMci
+if TYPE_CHECKING:  # synth composes the metaphase and calls this module
+    from karyoflow.data.synth import SyntheticMci
 
 
 def _illumination(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from karyoflow.data.bioimlab import MCI_NAME, DataError, case_sort_key, list_mcis
+from karyoflow.data.bioimlab import DataError, case_sort_key, list_mcis, mci_case
 
 LABELLED_JOINT_TEST_CELLS = ("1", "2", "3", "4", "7", "8", "106", "107")
 DEFAULT_VAL_CELLS = 16
@@ -161,6 +161,6 @@ def validation_cells_among(folder: Path, val_cases: set[str]) -> list[str]:
     shows its chromosomes to the model. A folder without MCIs is an error."""
     paths = list_mcis(folder)
     if not paths:
-        raise DataError(f"no MCIs in {folder / 'mci'}")
-    cases = {MCI_NAME.match(path.name)["case"] for path in paths}  # list_mcis keeps only matches
-    return sorted(cases & val_cases, key=int)
+        raise DataError(f"no MCIs (labelme *.json) in {folder} or {folder / 'mci'}")
+    cases = {mci_case(path) for path in paths}
+    return sorted(cases & val_cases, key=case_sort_key)

@@ -8,9 +8,14 @@ background like the real images' and, sometimes, an interphase-nucleus-like blob
 Overlapping chromosomes are combined with a maximum (fluorescence of the upper one dominates),
 and each keeps its full mask, as in the real annotations.
 
+Abnormal cells (`abnormal_cell`): one numerical change per cell, from a fixed cycle (+21, +18,
++13, +X, +Y, 45,X, +8, -7, +12, +22, -21). A gained copy is an ICI of the same class from another
+cell (a real chromosome, not a duplicate of one already painted); a loss drops one of the cell's
+ICIs; 45,X keeps one X (a male cell loses its Y, a female one an X).
+
 Written as labelme JSON (`mci/original_<case><a..>.json`, image embedded, one polygon per
-chromosome labelled with its class), so every reader, `karyo eval karyotype` included, takes it
-like a real MCI.
+chromosome labelled with its class; `flags.case` the cell, `flags.karyotype` the true ISCN), so
+every reader, `karyo eval karyotype` included, takes it like a real MCI.
 """
 
 from __future__ import annotations
@@ -26,13 +31,61 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from karyoflow.data.bioimlab import load_grey, read_ici_case
+from karyoflow.data.brightfield import to_brightfield
+from karyoflow.data.icis import layout_stain, read_ici_cell
 from karyoflow.files import write_atomically
+from karyoflow.karyotype import iscn_from_counts
 from karyoflow.labels import LABELS
 from karyoflow.straighten import FOREGROUND_LEVEL, rotate_expand
 
 WIDTH, HEIGHT = 768, 576
 MAX_TRIES = 300
+# Crowding near real BioImLab preparations: about 15% of chromosomes touch another, 12% overlap
+DEFAULT_TOUCHING = 0.15
+DEFAULT_OVERLAPPING = 0.12
+# The numerical changes `--abnormal` cycles through: the constitutional ones a lab sees most
+# (trisomies 21, 18, 13; sex-chromosome aneuploidies) and a few others. "-X" is 45,X.
+ABNORMAL_CYCLE = ("+21", "+18", "+13", "+X", "+Y", "-X", "+8", "-7", "+12", "+22", "-21")
+
+LabelledIci = tuple[str, np.ndarray]  # (class label "1".."22", "X", "Y"; the ICI)
+
+
+def cell_iscn(labels: list[str]) -> str:
+    """The ISCN karyotype of a cell given its chromosomes' labels."""
+    return iscn_from_counts({label: labels.count(label) for label in LABELS})[0]
+
+
+def abnormal_cell(
+    icis: list[LabelledIci], change: str, donors: dict[str, list[np.ndarray]], rng: np.random.Generator
+) -> tuple[list[LabelledIci], str]:
+    """The cell's ICIs with one numerical change, and the resulting true ISCN karyotype.
+
+    `change` is "+<label>" (a gained copy, drawn from `donors[label]`: ICIs of that class from
+    other cells) or "-<label>" (one of the cell's copies dropped); "-X" makes 45,X whatever the
+    cell's sex (a male cell loses its Y). The ISCN is computed from the cell's counts and the
+    change, independently of the ICIs returned, so a test can hold one against the other."""
+    if len(change) < 2 or change[0] not in "+-" or change[1:] not in LABELS:
+        raise ValueError(f"a numerical change is +N or -N with N in 1..22, X, Y; got {change!r}")
+    sign, label = change[0], change[1:]
+    counts = {k: 0 for k in LABELS}
+    for k, _ in icis:
+        counts[k] += 1
+    chosen = list(icis)
+    if sign == "+":
+        if not donors.get(label):
+            raise ValueError(f"no ICI of class {label} from another cell to add")
+        counts[label] += 1
+        pool = donors[label]
+        chosen.append((label, pool[int(rng.integers(len(pool)))]))
+    else:
+        if label == "X" and counts["Y"]:
+            label = "Y"  # 45,X of a male cell: the Y is lost
+        if counts[label] == 0:
+            raise ValueError(f"the cell has no chromosome {label} to lose")
+        counts[label] -= 1
+        copies = [i for i, (k, _) in enumerate(chosen) if k == label]
+        del chosen[copies[int(rng.integers(len(copies)))]]
+    return chosen, iscn_from_counts(counts)[0]
 
 
 @dataclass
@@ -80,8 +133,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 def synthesize_mci(
     icis: list[tuple[str, np.ndarray]],
     rng: np.random.Generator,
-    touching: float = 0.15,
-    overlapping: float = 0.05,
+    touching: float = DEFAULT_TOUCHING,
+    overlapping: float = DEFAULT_OVERLAPPING,
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> SyntheticMci:
@@ -146,12 +199,19 @@ def synthesize_mci(
     return SyntheticMci(image, masks, labels, [mask_polygon(m) for m in masks], placement)
 
 
-def labelme_document(mci: SyntheticMci, image_path: str) -> dict:
+def labelme_document(mci: SyntheticMci, image_path: str, case: str | None = None, karyotype: str | None = None) -> dict:
+    """labelme JSON of a semi-synthetic MCI; `case` and the true `karyotype` (ISCN) go into
+    `flags`, where the readers take them from."""
     buffer = io.BytesIO()
     Image.fromarray(mci.image).save(buffer, format="PNG")
+    flags: dict = {"synthetic": True}
+    if case is not None:
+        flags["case"] = case
+    if karyotype is not None:
+        flags["karyotype"] = karyotype
     return {
         "version": "5.2.1",
-        "flags": {"synthetic": True},
+        "flags": flags,
         "shapes": [
             {
                 "label": label,
@@ -170,8 +230,9 @@ def labelme_document(mci: SyntheticMci, image_path: str) -> dict:
     }
 
 
-def write_labelme(mci: SyntheticMci, path: Path) -> None:
-    write_atomically(path, json.dumps(labelme_document(mci, path.with_suffix(".png").name)).encode())
+def write_labelme(mci: SyntheticMci, path: Path, case: str | None = None, karyotype: str | None = None) -> None:
+    document = labelme_document(mci, path.with_suffix(".png").name, case, karyotype)
+    write_atomically(path, json.dumps(document).encode())
 
 
 def synthesize_folder(
@@ -179,28 +240,48 @@ def synthesize_folder(
     cases: list[str],
     out: Path,
     per_cell: int = 1,
-    touching: float = 0.15,
-    overlapping: float = 0.05,
+    touching: float = DEFAULT_TOUCHING,
+    overlapping: float = DEFAULT_OVERLAPPING,
     seed: int = 0,
+    abnormal: bool = False,
     progress: Callable[[Iterable[str]], Iterable[str]] = lambda cases: cases,
-) -> int:
+) -> list[tuple[Path, str]]:
     """`per_cell` semi-synthetic MCIs of each cell, written to `out/mci/original_<case><a..>.json`
-    with a README saying how they were made; returns how many were written."""
+    with a README saying how they were made; returns the (file, true ISCN) of each. With
+    `abnormal`, every MCI gets the next numerical change of ABNORMAL_CYCLE; a gained copy comes
+    from another of the given cells. G-band cells (the G-band ICI layout) are composed in the
+    working representation and photographed in brightfield (karyoflow.data.brightfield)."""
     if not 1 <= per_cell <= 26:
         raise ValueError("per_cell must be 1..26 (one letter per picture)")
     rng = np.random.default_rng(seed)
-    written = 0
+    stain = layout_stain(data_dir)
+    cells = {case: [(LABELS[r.class_index], r) for r in read_ici_cell(data_dir, case)] for case in cases}
+    written: list[tuple[Path, str]] = []
     for case in progress(cases):
-        icis = [(LABELS[r.class_index], load_grey(r.path)) for r in read_ici_case(data_dir, case)]
+        icis = [(label, record.load()) for label, record in cells[case]]
         for picture in range(per_cell):
-            mci = synthesize_mci(icis, rng, touching=touching, overlapping=overlapping)
-            write_labelme(mci, out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json")
-            written += 1
+            chosen, iscn = icis, cell_iscn([label for label, _ in icis])
+            if abnormal:
+                change = ABNORMAL_CYCLE[len(written) % len(ABNORMAL_CYCLE)]
+                donors: dict[str, list[np.ndarray]] = {}
+                if change[0] == "+":
+                    records = [r for other in cases if other != case for k, r in cells[other] if k == change[1:]]
+                    donors[change[1:]] = [record.load() for record in records]
+                chosen, iscn = abnormal_cell(icis, change, donors, rng)
+            mci = synthesize_mci(chosen, rng, touching=touching, overlapping=overlapping)
+            if stain == "g":
+                mci = to_brightfield(mci, rng)
+            path = out / "mci" / f"original_{case}{chr(ord('a') + picture)}.json"
+            write_labelme(mci, path, case, iscn)
+            written.append((path, iscn))
     (out / "README.md").write_text(
         "# Semi-synthetic metaphases\n\n"
         f"Made by `karyo data synth` from the ICIs of {len(cases)} cells of {data_dir} "
-        f"(seed {seed}, touching {touching}, overlapping {overlapping}). "
-        "Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded and one "
-        "polygon per chromosome labelled with its class.\n"
+        f"(seed {seed}, touching {touching}, overlapping {overlapping}"
+        + (", G-band brightfield" if stain == "g" else "")
+        + (", one numerical change per MCI" if abnormal else "")
+        + "). Each `mci/original_<case><picture>.json` is labelme JSON with the image embedded, one "
+        "polygon per chromosome labelled with its class, the cell in `flags.case` and its true "
+        "karyotype in `flags.karyotype`.\n"
     )
     return written

@@ -17,6 +17,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from karyoflow.data.bioimlab import McImage, list_mcis, read_mci
+from karyoflow.stain import detect_stain, to_bright_on_dark
 
 
 @dataclass
@@ -45,11 +46,14 @@ def polygon_mask(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def sample_from_mci(mci: McImage) -> SegmentationSample:
-    """Polygons that cover no pixel (degenerate annotations) are dropped."""
+    """The MCI in the working representation (a G-band picture, recognised by its bright
+    background, is inverted as the pipeline does); polygons that cover no pixel (degenerate
+    annotations) are dropped."""
     height, width = mci.image.shape
     keep = [i for i, p in enumerate(mci.polygons) if polygon_mask(p, height, width).any()]
+    image = to_bright_on_dark(mci.image, detect_stain(mci.image))
     return SegmentationSample(
-        mci.path.stem, mci.case, mci.image, [mci.polygons[i] for i in keep], [mci.labels[i] for i in keep]
+        mci.path.stem, mci.case, image, [mci.polygons[i] for i in keep], [mci.labels[i] for i in keep]
     )
 
 
