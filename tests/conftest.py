@@ -44,10 +44,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
-def _data_dir(env: str, default: Path) -> Path:
+def _data_dir(env: str, default: Path, name: str = "BioImLab") -> Path:
     path = Path(os.environ.get(env, default))
     if not (path / "ici").is_dir():
-        pytest.fail(f"BioImLab data not found at {path}: set {env}")
+        pytest.fail(f"{name} data not found at {path}: set {env}")
     return path
 
 
@@ -59,6 +59,11 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def labelled_dir() -> Path:
     return _data_dir("KARYO_LABELLED_DATA", REPO.parent / "shared" / "data" / "bioimlab-labelled")
+
+
+@pytest.fixture(scope="session")
+def gband_dir() -> Path:
+    return _data_dir("KARYO_GBAND_DATA", REPO.parent / "shared" / "data" / "gband", "G-band")
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,21 @@ def offset_port(base: int) -> int:
     return base + port_offset()
 
 
+def gband_metaphase(gband_dir: Path, cell: str, seed: int):
+    """A semi-synthetic brightfield G-band metaphase (H x W uint8) of one real cell's chromosomes."""
+    import numpy as np
+
+    from karyoflow.data.brightfield import to_brightfield
+    from karyoflow.data.icis import read_ici_cell
+    from karyoflow.data.synth import synthesize_mci
+    from karyoflow.labels import LABELS
+
+    records = read_ici_cell(gband_dir, cell)
+    rng = np.random.default_rng(seed)
+    composed = synthesize_mci([(LABELS[r.class_index], r.load()) for r in records], rng, touching=0.1, overlapping=0.0)
+    return to_brightfield(composed, rng).image
+
+
 def png_of(path: Path) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(read_mci(path).image).save(buffer, format="PNG")

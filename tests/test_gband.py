@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,6 @@ from karyoflow.stain import StainError, detect_cell_stain, detect_stain, resolve
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def gband_dir() -> Path:
-    path = Path(os.environ.get("KARYO_GBAND_DATA", REPO.parent / "shared" / "data" / "gband"))
-    if not (path / "ici").is_dir():
-        pytest.fail(f"G-band data not found at {path}: set KARYO_GBAND_DATA")
-    return path
 
 
 def test_gband_layout_recognised(gband_dir: Path, data_dir: Path) -> None:

@@ -15,24 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from karyoflow.data.brightfield import to_brightfield
 from karyoflow.data.icis import read_ici_cell
-from karyoflow.data.synth import synthesize_mci
 from karyoflow.labels import LABELS
 from karyoflow.report import build_report, karyogram_image, validate_report
 from karyoflow.stain import detect_stain
+from tests.helpers import gband_metaphase
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
 GBAND_CELL = "98000139.11"  # 47,XY,+21 in the labels
-
-
-@pytest.fixture(scope="module")
-def gband_dir() -> Path:
-    path = Path(os.environ.get("KARYO_GBAND_DATA", REPO.parent / "shared" / "data" / "gband"))
-    if not (path / "ici").is_dir():
-        pytest.fail(f"G-band data not found at {path}: set KARYO_GBAND_DATA")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +40,7 @@ def tiny_gband_weights(tmp_path_factory: pytest.TempPathFactory, gband_dir: Path
 
 @pytest.fixture(scope="module")
 def gband_mci(gband_dir: Path) -> np.ndarray:
-    """A semi-synthetic brightfield G-band metaphase of one real cell's chromosomes."""
-    records = read_ici_cell(gband_dir, GBAND_CELL)
-    rng = np.random.default_rng(7)
-    composed = synthesize_mci([(LABELS[r.class_index], r.load()) for r in records], rng, touching=0.1, overlapping=0.0)
-    return to_brightfield(composed, rng).image
+    return gband_metaphase(gband_dir, GBAND_CELL, seed=7)
 
 
 def test_brightfield_metaphase_looks_g_banded(gband_mci: np.ndarray) -> None:

@@ -61,9 +61,7 @@ def test_the_wheel_carries_weights_split_and_schemas(wheel: Path) -> None:
     assert not {name for name in names if name.startswith(("tests/", "models/", "splits/"))}
 
 
-def test_karyo_run_of_the_installed_wheel_from_another_folder(
-    wheel: Path, labelled_dir: Path, tmp_path: Path
-) -> None:
+def test_karyo_run_of_the_installed_wheel_from_another_folder(wheel: Path, labelled_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

@@ -5,36 +5,26 @@ karyogram is drawn dark on light. Uses the committed G-band ChrNet4 (models/chrn
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from karyoflow.data.brightfield import to_brightfield
-from karyoflow.data.icis import read_ici_cell
-from karyoflow.data.synth import synthesize_mci
-from karyoflow.labels import LABELS
 from karyoflow.report import validate_report
 from service.devstack.stack import Stack
-from tests.helpers import client, wait_done
+from tests.helpers import client, gband_metaphase, wait_done
 
 pytestmark = pytest.mark.system
-REPO = Path(__file__).resolve().parents[1]
 
 
 def brightfield_png(gband_dir: Path, cell: str, seed: int) -> bytes:
-    records = read_ici_cell(gband_dir, cell)
-    rng = np.random.default_rng(seed)
-    composed = synthesize_mci([(LABELS[r.class_index], r.load()) for r in records], rng, touching=0.1, overlapping=0.0)
     buffer = io.BytesIO()
-    Image.fromarray(to_brightfield(composed, rng).image).save(buffer, format="PNG")
+    Image.fromarray(gband_metaphase(gband_dir, cell, seed)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def test_a_gband_case_flows_through_the_service(stack: Stack) -> None:
-    gband_dir = Path(os.environ.get("KARYO_GBAND_DATA", REPO.parent / "shared" / "data" / "gband"))
+def test_a_gband_case_flows_through_the_service(stack: Stack, gband_dir: Path) -> None:
     key = stack.create_clinic("G-band lab")
     with client(stack, key) as api:
         created = api.submit_case([("metaphase.png", brightfield_png(gband_dir, "97002069.20", 5))], "G-1")
