@@ -117,16 +117,6 @@ def call_cells(
     return calls
 
 
-def evaluate_cells(
-    cells: dict[str, list[IciRecord]],
-    case_of: Callable[[str], str],
-    classify_cell: Callable[[list[np.ndarray]], np.ndarray],
-    progress: Callable[[Iterable], Iterable] = lambda items: items,
-) -> dict:
-    """Call every cell from its ICIs and score the calls."""
-    return score_cell_calls(call_cells(cells, case_of, classify_cell, progress))
-
-
 def score_case_consensus(calls: Iterable[CellCall]) -> dict:
     """Cases' karyotypes from their cells' calls (karyoflow.consensus), against the consensus of
     the same cells' true karyotypes under the same rules; the per-cell scores alongside."""

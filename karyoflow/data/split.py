@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
-from karyoflow.data.bioimlab import DataError, case_sort_key, list_mcis, mci_case
+from karyoflow.data.bioimlab import DataError, case_sort_key, list_ici_cases, list_mcis, mci_case
+from karyoflow.data.icis import case_of_cell, ici_layout, read_ici_cells
+from karyoflow.labels import LABELS
 
 LABELLED_JOINT_TEST_CELLS = ("1", "2", "3", "4", "7", "8", "106", "107")
 DEFAULT_VAL_CELLS = 16
@@ -71,10 +74,6 @@ def cell_change(records: list) -> str:
     missing autosome is left out: in a metaphase preparation it is usually a random loss of that
     cell, not the person's karyotype. A cell with more than one change (an incomplete or
     doubtfully labelled one, such as 45,XXY,-17,-18) says nothing either."""
-    from collections import Counter
-
-    from karyoflow.labels import LABELS
-
     if len(records) < INCOMPLETE_CELL:
         return "normal"
     counts = Counter(LABELS[r.class_index] for r in records)
@@ -142,12 +141,8 @@ def make_split_for(
 ) -> dict:
     """The split a data folder's layout calls for: by cell for BioImLab (one cell per case),
     by case and stratified by change for G-band (several cells per case)."""
-    from karyoflow.data.icis import case_of_cell, ici_layout, read_ici_cells
-
     layout = ici_layout(data_dir)
     if layout == "bioimlab":
-        from karyoflow.data.bioimlab import list_ici_cases
-
         return make_split(list_ici_cases(data_dir), val_cells, seed)
     cells = read_ici_cells(data_dir)
     changes = {cell: cell_change(records) for cell, records in cells.items()}
