@@ -105,15 +105,29 @@ def make_karyotyper(args: argparse.Namespace):
     )
 
 
-def load_classifier_for(data_dir: Path, weights: Path | None, device):
-    """(model, meta, path) of the ChrNet4 for the stain of DIR's ICIs: `weights` when given, else
-    the shipped model of that stain; weights trained on another stain are a usage error."""
-    from karyoflow.classify.weights import default_weights, load_weights, weights_stain
+def classifier_weights_for(data_dir: Path, weights: Path | None) -> tuple[Path, str]:
+    """The ChrNet4 weights for the stain of DIR's ICIs (`weights` when given, else the shipped
+    model of that stain) and that stain."""
+    from karyoflow.classify.weights import default_weights
     from karyoflow.data.icis import layout_stain
 
     stain = layout_stain(data_dir)
-    path = Path(weights) if weights is not None else default_weights(stain)
-    model, meta = load_weights(path, device)
+    return (Path(weights) if weights is not None else default_weights(stain)), stain
+
+
+def check_weights_stain(meta: dict, stain: str, path: Path, data_dir: Path) -> None:
+    """Weights trained on another stain than DIR's ICIs are a usage error."""
+    from karyoflow.classify.weights import weights_stain
+
     if weights_stain(meta) != stain:
         raise UsageError(f"{path} was trained on {weights_stain(meta)}-band ICIs; {data_dir} is {stain}-band")
+
+
+def load_classifier_for(data_dir: Path, weights: Path | None, device):
+    """(model, meta, path) of the ChrNet4 for the stain of DIR's ICIs, checked to match it."""
+    from karyoflow.classify.weights import load_weights
+
+    path, stain = classifier_weights_for(data_dir, weights)
+    model, meta = load_weights(path, device)
+    check_weights_stain(meta, stain, path, data_dir)
     return model, meta, path

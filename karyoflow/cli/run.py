@@ -96,15 +96,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from karyoflow.classify.predictor import ChromosomeClassifier
-    from karyoflow.cli.common import load_classifier_for
+    from karyoflow.cli.common import check_weights_stain, classifier_weights_for
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.data.icis import list_ici_cells, read_ici_cell
     from karyoflow.labels import LABELS
 
     data_dir = resolve_data_dir(args.data)
     cases = split_cases(args, data_dir, None) or list_ici_cells(data_dir)[:3]
-    _, _, weights = load_classifier_for(data_dir, args.weights, "cpu")  # the stain's model, checked
+    weights, stain = classifier_weights_for(data_dir, args.weights)
     classifier = ChromosomeClassifier(weights, args.device)
+    check_weights_stain(classifier.meta, stain, weights, data_dir)
     total = correct = 0
     print(f"{'cell':>5}  {'file':<14} {'true':>4} {'pred':>4} {'p':>5}  top-3")
     for case in cases:
