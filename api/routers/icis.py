@@ -17,25 +17,27 @@ from api.schemas import CellClassification, IciClassification
 from api.uploads import check_image
 from infra.settings import Settings, get_settings
 from karyoflow.classify.weights import WeightsError
-from karyoflow.karyotype import assign_karyotype
-from karyoflow.labels import LABELS
-from karyoflow.stain import STAIN_NAMES, resolve_stain, to_bright_on_dark
+from karyoflow.ici_cell import karyotype_icis
+from karyoflow.labels import LABEL_TO_INDEX
+from karyoflow.pipeline import KaryotypeResult
+from karyoflow.stain import STAIN_NAMES, resolve_stain
 
 router = APIRouter(prefix="/v1/icis", tags=["icis"])
 StainForm = Literal["q", "g", "auto"]
 MIN_ICI_SIDE = 4  # pixels; the smallest BioImLab ICIs are about 10 wide
 
 
-def _classify_cell(images: list[np.ndarray], stain_choice: str) -> tuple[str, list, object]:
-    """Stain, per-ICI predictions and the cell's karyotype (blocking: torch; run in a thread)."""
+def _karyotype_cell(images: list[np.ndarray], names: list[str], stain_choice: str) -> KaryotypeResult:
+    """The cell's karyotype from its ICIs (blocking: torch; run in a thread)."""
     stain = resolve_stain(stain_choice, images)
     try:
         classifier = get_classifier(stain)
     except WeightsError as error:
         raise HTTPException(422, f"no {STAIN_NAMES[stain]} classifier is installed on this server") from error
-    predictions = classifier.classify_cell([to_bright_on_dark(image, stain) for image in images])
-    karyotype = assign_karyotype(np.stack([p.probabilities for p in predictions]))
-    return stain, predictions, karyotype
+    try:
+        return karyotype_icis(classifier, images, names, stain)
+    except ValueError as error:  # the configured weights were trained on another stain
+        raise HTTPException(422, str(error)) from error
 
 
 @router.post("/classify", response_model=CellClassification, responses={413: {}, 415: {}, 422: {}})
@@ -59,23 +61,23 @@ async def classify_icis(
         )
         for f in files
     ]
-    images = [item.grey() for item in checked]
-    resolved, predictions, karyotype = await run_in_threadpool(_classify_cell, images, stain)
+    names = [f.filename or "" for f in files]
+    result = await run_in_threadpool(_karyotype_cell, [item.grey() for item in checked], names, stain)
     return CellClassification(
-        n=len(predictions),
-        stain=resolved,
-        karyotype=karyotype.iscn,
-        abnormal=karyotype.abnormal,
+        n=len(result.chromosomes),
+        stain=result.stain,
+        karyotype=result.karyotype.iscn,
+        abnormal=result.karyotype.abnormal,
         icis=[
             IciClassification(
-                filename=f.filename or "",
-                label=p.label,
-                class_index=p.class_index,
-                score=p.score,
-                top3=p.top3,
-                angle=p.angle,
-                assigned_label=LABELS[k],
+                filename=c.source,
+                label=c.argmax_label,
+                class_index=LABEL_TO_INDEX[c.argmax_label] + 1,
+                score=c.top3[0][1],  # the classifier's own first choice, as `label`
+                top3=c.top3,
+                angle=c.angle,
+                assigned_label=c.label,
             )
-            for f, p, k in zip(files, predictions, karyotype.labels, strict=True)
+            for c in result.chromosomes
         ],
     )
