@@ -10,7 +10,6 @@ without MCI coordinates, so the same karyogram and report are written.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +25,6 @@ from karyoflow.karyotype import (
 from karyoflow.labels import LABELS, NUM_CLASSES
 from karyoflow.pipeline import Chromosome, KaryotypeResult, review_items
 from karyoflow.stain import Stain, to_bright_on_dark
-from karyoflow.weights_io import sha256_of
 
 
 def karyotype_icis(
@@ -38,7 +36,7 @@ def karyotype_icis(
     assignment: bool = True,
     gain_penalty: float = DEFAULT_GAIN_PENALTY,
     loss_penalty: float = DEFAULT_LOSS_PENALTY,
-    weights_path: Path | None = None,
+    classifier_info: dict | None = None,
 ) -> KaryotypeResult:
     """The karyotype of one cell from its ICIs (grey uint8, in their stain's own polarity)."""
     if not images:
@@ -82,12 +80,9 @@ def karyotype_icis(
     margin, rival = call_margin(probabilities, gain_penalty, loss_penalty) if assignment else (float("inf"), None)
     timings["assemble"] = (time.perf_counter() - started) * 1000
     models = {
-        "classifier": {
-            "file": weights_path.name if weights_path else "",
-            "sha256": sha256_of(weights_path) if weights_path else "",
-            "architecture": classifier.meta.get("architecture", ""),
-            "stain": trained_on,
-        },
+        # file and sha256 from the caller, made once per loaded model (karyoflow.pipeline.model_info)
+        "classifier": classifier_info
+        or {"file": "", "sha256": "", "architecture": classifier.meta.get("architecture", ""), "stain": trained_on},
         "assignment": "capacity" if assignment else "argmax",
     }
     return KaryotypeResult(

@@ -218,7 +218,9 @@ def to_grey(image: np.ndarray | Image.Image) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _model_info(path: Path, meta: dict, stain: str) -> dict:
+def model_info(path: Path, meta: dict, stain: str) -> dict:
+    """What a report says of a model: file, sha256 (hashed here: call once per loaded model),
+    architecture, backbone and the stain it was trained on."""
     return {
         "file": path.name,
         "sha256": sha256_of(path),
@@ -286,8 +288,9 @@ class Karyotyper:
         self.segmenter_paths: dict[str, Path] = {k: Path(v) for k, v in (segmenter_weights_by_stain or {}).items()}
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
         self._segmenters: dict[str, tuple[object, dict]] = {}
-        self._segmenter_info = _model_info(segmenter_path, segmenter_meta, str(segmenter_meta.get("stain", "q")))
+        self._segmenter_info = model_info(segmenter_path, segmenter_meta, str(segmenter_meta.get("stain", "q")))
         self._classifiers: dict[str, ChromosomeClassifier] = {}
+        self._classifier_info: dict[str, dict] = {}  # file, sha256, ...: hashed once, at load
         self.score_threshold = score_threshold
         self.segment_tta = segment_tta  # a second, mirrored segmentation pass (opt-in)
         self.max_containment = max_containment
@@ -324,6 +327,7 @@ class Karyotyper:
             if trained_on != stain:
                 raise MissingModelError(f"{path} was trained on {STAIN_NAMES.get(trained_on, trained_on)} ICIs")
             self._classifiers[stain] = classifier
+            self._classifier_info[stain] = model_info(path, classifier.meta, trained_on)
         return self._classifiers[stain]
 
     def segmenter_for(self, stain: Stain) -> tuple[object, dict]:
@@ -334,16 +338,12 @@ class Karyotyper:
             return self.segmenter, self._segmenter_info
         if stain not in self._segmenters:
             segmenter, meta = load_segmenter(path, self.device)
-            self._segmenters[stain] = (segmenter, _model_info(path, meta, str(meta.get("stain", stain))))
+            self._segmenters[stain] = (segmenter, model_info(path, meta, str(meta.get("stain", stain))))
         return self._segmenters[stain]
 
     def models_for(self, stain: Stain) -> dict:
-        classifier = self.classifier_for(stain)
-        return {
-            "segmenter": self.segmenter_for(stain)[1],
-            "classifier": _model_info(self.classifier_paths[stain], classifier.meta, weights_stain(classifier.meta)),
-            **self.settings,
-        }
+        self.classifier_for(stain)  # loaded (and its info made) on first use
+        return {"segmenter": self.segmenter_for(stain)[1], "classifier": self._classifier_info[stain], **self.settings}
 
     def working_image(
         self, image: np.ndarray | Image.Image, stain: StainChoice | None = None

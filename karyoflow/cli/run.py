@@ -31,12 +31,13 @@ def _ici_cells(paths: list[Path]) -> list[tuple[Path, list[Path]]]:
 def _run_icis(args: argparse.Namespace) -> list:
     """`karyo run --icis`: each folder is one cell given as its cut-out chromosomes."""
     from karyoflow.classify.predictor import ChromosomeClassifier
-    from karyoflow.classify.weights import default_weights
+    from karyoflow.classify.weights import default_weights, weights_stain
     from karyoflow.ici_cell import karyotype_icis
+    from karyoflow.pipeline import model_info
     from karyoflow.stain import resolve_stain
 
     cells = [(folder, files, [load_image(f) for f in files]) for folder, files in _ici_cells(args.inputs)]
-    classifiers: dict[str, tuple[ChromosomeClassifier, Path]] = {}
+    classifiers: dict[str, tuple[ChromosomeClassifier, dict]] = {}
     results = []
     for folder, files, images in cells:
         stain = resolve_stain(args.stain, images)
@@ -44,8 +45,10 @@ def _run_icis(args: argparse.Namespace) -> list:
             weights = args.classify_weights or default_weights(stain)
             if not Path(weights).is_file():
                 raise UsageError(f"no {stain.upper()}-band classifier at {weights}")
-            classifiers[stain] = (ChromosomeClassifier(weights, args.device), Path(weights))
-        classifier, weights = classifiers[stain]
+            classifier = ChromosomeClassifier(weights, args.device)
+            info = model_info(Path(weights), classifier.meta, weights_stain(classifier.meta))
+            classifiers[stain] = (classifier, info)
+        classifier, info = classifiers[stain]
         try:
             result = karyotype_icis(
                 classifier,
@@ -54,7 +57,7 @@ def _run_icis(args: argparse.Namespace) -> list:
                 stain,
                 cell_name=folder.name,
                 assignment=not args.argmax,
-                weights_path=weights,
+                classifier_info=info,
             )
         except ValueError as error:
             raise UsageError(f"{folder}: {error}") from error
