@@ -125,12 +125,13 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
-    """Cells given as their ICIs: classify, assign, compare the ISCN with the labels'."""
+def _call_cells_from_icis(args: argparse.Namespace) -> tuple[list, dict]:
+    """Every chosen cell of DIR called from its ICIs (classified together, then the karyotype
+    assignment), and where the calls came from (data, stain, weights, tta, seconds)."""
     import torch
     from tqdm import tqdm
 
-    from karyoflow.cell_eval import call_cells, score_cell_calls
+    from karyoflow.cell_eval import call_cells
     from karyoflow.classify.evaluate import predict_probabilities
     from karyoflow.classify.preprocess import Preprocessing
     from karyoflow.data.bioimlab import resolve_data_dir
@@ -139,7 +140,7 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
 
     data_dir = resolve_data_dir(args.data)
     cells = split_cases(args, data_dir, args.subset)
-    layout, stain = ici_layout(data_dir), layout_stain(data_dir)
+    layout = ici_layout(data_dir)
     device = pick_device(args.device)
     model, meta, weights = load_classifier_for(data_dir, args.classify_weights, device)
     preprocessing = Preprocessing.from_meta(meta)
@@ -157,18 +158,22 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
         classify_cell,
         progress=lambda items: tqdm(items, desc="calling cells"),
     )
-    if getattr(args, "consensus", False):
-        return _report_consensus(args, calls, data_dir, stain, weights, time.time() - started)
-    report = score_cell_calls(calls)
-    report.update(
-        {
-            "data": str(data_dir),
-            "stain": stain,
-            "weights": str(weights),
-            "tta": args.tta,
-            "seconds": round(time.time() - started, 1),
-        }
-    )
+    provenance = {
+        "data": str(data_dir),
+        "stain": layout_stain(data_dir),
+        "weights": str(weights),
+        "tta": args.tta,
+        "seconds": round(time.time() - started, 1),
+    }
+    return calls, provenance
+
+
+def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
+    """Cells given as their ICIs: classify, assign, compare the ISCN with the labels'."""
+    from karyoflow.cell_eval import score_cell_calls
+
+    calls, provenance = _call_cells_from_icis(args)
+    report = {**score_cell_calls(calls), **provenance}
     write_json(args.json, report)
 
     def pct(value: float | None) -> str:
@@ -185,13 +190,12 @@ def cmd_eval_karyotype_icis(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_consensus(
-    args: argparse.Namespace, calls: list, data_dir: Path, stain: str, weights, seconds: float
-) -> int:
+def cmd_eval_consensus(args: argparse.Namespace) -> int:
+    """Cases from their cells' ICIs: each cell called, the cells' consensus against the truth's."""
     from karyoflow.cell_eval import score_case_consensus
 
-    report = score_case_consensus(calls)
-    report.update({"data": str(data_dir), "stain": stain, "weights": str(weights), "seconds": round(seconds, 1)})
+    calls, provenance = _call_cells_from_icis(args)
+    report = {**score_case_consensus(calls), **provenance}
     write_json(args.json, report)
     cells = report["cell_scores"]
     print(
@@ -204,14 +208,6 @@ def _report_consensus(
             print(f"  {case['case']} ({case['cells']} cells): true {case['truth']}, called {case['called']}")
     print(f"wrote {args.json}")
     return 0
-
-
-def cmd_eval_consensus(args: argparse.Namespace) -> int:
-    """Cases from their cells' ICIs: each cell called, the cells' consensus against the truth's."""
-    if not args.icis:
-        raise UsageError("karyo eval consensus needs --icis (cells given as their ICIs)")
-    args.consensus = True
-    return cmd_eval_karyotype_icis(args)
 
 
 CALL_RATES = ("karyotype_accuracy", "false_abnormal_rate", "sensitivity", "abnormal_called_rate")
