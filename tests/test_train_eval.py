@@ -98,6 +98,38 @@ def test_training_resumes_from_its_checkpoint(tiny_weights: Path, data_dir: Path
 
 
 @pytest.mark.integration
+def test_fine_tuning_starts_from_the_weights_with_centres_at_the_class_means(
+    tiny_weights: Path, data_dir: Path
+) -> None:
+    from karyoflow.classify.dataset import load_ici_tensors
+    from karyoflow.classify.losses import CenterLoss
+    from karyoflow.classify.model import ChrNet4
+    from karyoflow.classify.preprocess import Preprocessing
+    from karyoflow.classify.train import start_from_weights
+    from karyoflow.weights_io import WeightsError
+
+    trained, meta = load_weights(tiny_weights)
+    preprocessing = Preprocessing.from_meta(meta)
+    cells = load_ici_tensors(data_dir, ["6"], preprocessing)
+    model = ChrNet4()
+    centres = CenterLoss(24, model.feature_dim)
+    start_from_weights(model, centres, tiny_weights, preprocessing, cells, torch.device("cpu"))
+    for name, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value.float()), name
+    with torch.no_grad():
+        features = model.forward_features(cells.images)
+    for label in cells.targets.unique().tolist():
+        expected = features[cells.targets == label].mean(0)
+        assert torch.allclose(centres.centers[label], expected, atol=1e-4)
+    absent = sorted(set(range(24)) - set(cells.targets.tolist()))
+    assert all(float(centres.centers[label].abs().sum()) == 0.0 for label in absent)
+    with pytest.raises(WeightsError, match="expects ICIs prepared as"):
+        start_from_weights(
+            ChrNet4(), centres, tiny_weights, Preprocessing("hough", 112, 56), cells, torch.device("cpu")
+        )
+
+
+@pytest.mark.integration
 def test_eval_json_has_the_agreed_keys(tiny_weights: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     result = karyo(

@@ -20,7 +20,7 @@ from karyoflow.classify.evaluate import classification_report, predict_probabili
 from karyoflow.classify.losses import CenterLoss
 from karyoflow.classify.model import BLOCKS_PER_STAGE, ChrNet4
 from karyoflow.classify.preprocess import CANVAS_HEIGHT, CANVAS_WIDTH, REFERENCE_SIZE, Preprocessing
-from karyoflow.classify.weights import save_weights
+from karyoflow.classify.weights import WeightsError, load_weights, save_weights
 from karyoflow.data.icis import layout_stain
 from karyoflow.labels import NUM_CLASSES
 
@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 5
     max_steps: int | None = None  # stop early (tests, smoke runs)
+    init_weights: str | None = None  # fine-tune from these ChrNet4 weights instead of from scratch
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
 
@@ -80,6 +81,9 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
+    if config.init_weights and not resume:
+        start_from_weights(model, center_loss, Path(config.init_weights), preprocessing, train_set, device)
+        log(f"fine-tuning from {config.init_weights}")
     generator = torch.Generator().manual_seed(config.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out.with_suffix(".ckpt")
@@ -177,6 +181,35 @@ def train_classifier(
     (out.with_suffix(".history.json")).write_text(json.dumps(meta, indent=1) + "\n")
     log(f"wrote {out} (sha256 {sha})")
     return meta
+
+
+def start_from_weights(
+    model: ChrNet4,
+    center_loss: CenterLoss,
+    path: Path,
+    preprocessing: Preprocessing,
+    train_set: IciTensors,
+    device: torch.device,
+) -> None:
+    """Load trained weights into `model` and put each class centre at its features' mean.
+
+    The saved weights carry no centres; centres left at zero would make the center loss pull
+    every trained feature towards the origin in the first steps and undo what the weights know.
+    """
+    trained, meta = load_weights(path, device)
+    if Preprocessing.from_meta(meta) != preprocessing:
+        raise WeightsError(f"{path} expects ICIs prepared as {Preprocessing.from_meta(meta)}, not {preprocessing}")
+    model.load_state_dict(trained.float().state_dict())
+    model.eval()
+    sums = torch.zeros_like(center_loss.centers)
+    counts = torch.zeros(len(sums), device=sums.device)
+    with torch.no_grad():
+        for start in range(0, len(train_set), 256):
+            features = model.forward_features(train_set.images[start : start + 256].to(device))
+            targets = train_set.targets[start : start + 256].to(device)
+            sums.index_add_(0, targets, features)
+            counts.index_add_(0, targets, torch.ones_like(targets, dtype=counts.dtype))
+        center_loss.centers.copy_(sums / counts.clamp(min=1).unsqueeze(1))
 
 
 def evaluate_tensors(model: ChrNet4, tensors: IciTensors, device: torch.device, tta: bool = False) -> dict:

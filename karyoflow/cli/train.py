@@ -36,6 +36,7 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
         max_steps=args.max_steps,
+        init_weights=str(args.init) if args.init else None,
         train_cases=[str(c) for c in split["train"]][: args.limit_cells],
         val_cases=[str(c) for c in split["val"]] if not args.no_val else [],
     )
@@ -110,6 +111,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tc.add_argument("--seed", type=int, default=0)
     tc.add_argument("--eval-every", type=int, default=10)
     tc.add_argument("--max-steps", type=int, default=None)
+    tc.add_argument(
+        "--init", type=Path, default=None, help="fine-tune from these weights (e.g. models/chrnet4-gband.pt)"
+    )
     tc.add_argument("--limit-cells", type=int, default=None, help="train on the first N train cells")
     tc.add_argument("--no-val", action="store_true", help="skip validation during training")
     tc.add_argument("--threads", type=int, default=None)
