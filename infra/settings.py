@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     # default: the shipped weights (models/ of the checkout or the wheel; KARYO_MODELS_DIR moves them)
     classifier_weights: Path | None = None  # Q-band ChrNet4 (chrnet4.pt)
     classifier_weights_gband: Path | None = None  # G-band ChrNet4 (chrnet4-gband.pt)
-    segmenter_weights: Path | None = None
+    segmenter_weights: Path | None = None  # Q-band ChrRender (chrrender.pt)
+    segmenter_weights_gband: Path | None = None  # G-band ChrRender (chrrender-gband.pt)
     device: str | None = None  # cpu or cuda; default: cuda when present
     # a second, mirrored segmentation pass fused with the first (docs/segmentation.md): +1 box
     # and mask AP, twice the segmentation time, no better karyotypes on our sets: opt-in

@@ -9,8 +9,9 @@ Stains: every stage works on the bright-on-dark representation (karyoflow.stain)
 is inverted on the way in and its karyogram drawn dark on light. The classifier is the one
 trained on the image's stain (models/chrnet4.pt for Q-band, models/chrnet4-gband.pt for
 G-band), loaded when first needed. The segmenter is the stain's own where one is given
-(`segmenter_weights_by_stain`), else the Q-band ChrRender on the inverted image; the report's
-`models` says which was used and what it was trained on.
+(`segmenter_weights_by_stain`) or shipped (models/chrrender-gband.pt for G-band), else the
+Q-band ChrRender on the inverted image; the report's `models` says which was used and what it
+was trained on.
 """
 
 from __future__ import annotations
@@ -285,7 +286,11 @@ class Karyotyper:
             "g": default_classifier_weights("g"),
             **{k: Path(v) for k, v in (classifier_weights_by_stain or {}).items()},
         }
-        self.segmenter_paths: dict[str, Path] = {k: Path(v) for k, v in (segmenter_weights_by_stain or {}).items()}
+        gband_segmenter = default_segmenter_weights("g")  # optional: else the Q-band one, inverted
+        self.segmenter_paths: dict[str, Path] = {
+            **({"g": gband_segmenter} if gband_segmenter.is_file() else {}),
+            **{k: Path(v) for k, v in (segmenter_weights_by_stain or {}).items()},
+        }
         self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
         self._segmenters: dict[str, tuple[object, dict]] = {}
         self._segmenter_info = model_info(segmenter_path, segmenter_meta, str(segmenter_meta.get("stain", "q")))

@@ -18,6 +18,7 @@ MODELS_DIR_ENV = "KARYO_MODELS_DIR"
 CLASSIFIER_FILE = "chrnet4.pt"
 GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
 SEGMENTER_FILE = "chrrender.pt"
+GBAND_SEGMENTER_FILE = "chrrender-gband.pt"
 
 
 def shipped_dir(name: str) -> Path:
@@ -38,8 +39,9 @@ def default_classifier_weights(stain: str = "q") -> Path:
     return models_dir() / (GBAND_CLASSIFIER_FILE if stain == "g" else CLASSIFIER_FILE)
 
 
-def default_segmenter_weights() -> Path:
-    return models_dir() / SEGMENTER_FILE
+def default_segmenter_weights(stain: str = "q") -> Path:
+    """The shipped ChrRender for a stain: Q-band (chrrender.pt) or G-band (chrrender-gband.pt)."""
+    return models_dir() / (GBAND_SEGMENTER_FILE if stain == "g" else SEGMENTER_FILE)
 
 
 def default_split() -> Path:

@@ -184,3 +184,35 @@ def test_gband_synth_and_karyo_run_on_a_gband_metaphase(
     assert report["stain"] == "g" and report["source"] == "mci" and report["chromosome_count"] >= 40
     with Image.open(tmp_path / "run" / f"original_{GBAND_CELL}a.png") as karyogram:
         assert np.median(np.asarray(karyogram.convert("L"))) > 200
+
+
+def test_a_gband_segmenter_records_its_stain_and_segments_gband_images(
+    gband_dir: Path, tiny_gband_weights: Path, tmp_path: Path
+) -> None:
+    """ChrRender trained on brightfield metaphases records stain g; `karyo run --segment-weights`
+    then uses it for G-band images, and the report says so."""
+    from karyoflow.data.bioimlab import read_mci
+    from karyoflow.segment.predictor import segmenter_stain
+
+    cell = "97002069.20"
+    done = _karyo("data", "synth", "--data", str(gband_dir), "--cases", cell, "--out", str(tmp_path / "synth"))
+    assert done.returncode == 0, done.stderr
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [cell], "val": []}))
+    weights = tmp_path / "chrrender-gband.pt"
+    done = _karyo(
+        "train", "segment", "--data", str(tmp_path / "synth"), "--split", str(split), "--steps", "2",
+        "--batch-size", "1", "--out", str(weights),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert segmenter_stain(weights) == "g"
+    mci = read_mci(tmp_path / "synth" / "mci" / f"original_{cell}a.json")
+    done = _karyo(
+        "run", str(mci.path), "--segment-weights", str(weights), "--classify-weights", str(tiny_gband_weights),
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / f"original_{cell}a.json").read_text())
+    assert report["stain"] == "g"
+    assert report["models"]["segmenter"]["file"] == weights.name
+    assert report["models"]["segmenter"]["stain"] == "g"

@@ -13,13 +13,15 @@ from karyoflow.pipeline import Karyotyper
 @lru_cache
 def get_karyotyper() -> Karyotyper:
     settings = get_settings()
-    gband = {"g": settings.classifier_weights_gband} if settings.classifier_weights_gband else {}
+    gband_classifier = settings.classifier_weights_gband
+    gband_segmenter = settings.segmenter_weights_gband
     return Karyotyper(
         settings.segmenter_weights,
         settings.classifier_weights,
         device=settings.device,
         segment_tta=settings.segment_tta,
-        classifier_weights_by_stain=gband,
+        classifier_weights_by_stain={"g": gband_classifier} if gband_classifier else {},
+        segmenter_weights_by_stain={"g": gband_segmenter} if gband_segmenter else {},
     )
 
 

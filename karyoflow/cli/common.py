@@ -28,7 +28,13 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
+    parser.add_argument(
+        "--segment-weights",
+        type=Path,
+        default=None,
+        help="ChrRender weights, used for the stain they were trained on (default: models/chrrender.pt for Q-band, "
+        "models/chrrender-gband.pt for G-band where shipped, else the Q-band one on the inverted image)",
+    )
     parser.add_argument(
         "--classify-weights",
         type=Path,
@@ -94,8 +100,15 @@ def make_karyotyper(args: argparse.Namespace):
 
         stain = weights_stain(load_weights(args.classify_weights)[1])
         kwargs["classifier_weights_by_stain"] = {stain: args.classify_weights}
+    if args.segment_weights is not None:  # likewise
+        from karyoflow.segment.predictor import segmenter_stain
+
+        stain = segmenter_stain(args.segment_weights)
+        if stain == "q":
+            kwargs["segmenter_weights"] = args.segment_weights
+        else:
+            kwargs["segmenter_weights_by_stain"] = {stain: args.segment_weights}
     return Karyotyper(
-        segmenter_weights=args.segment_weights,
         device=args.device,
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),

@@ -30,6 +30,7 @@ class SegmentationSample:
     image: np.ndarray  # H x W uint8
     polygons: list[np.ndarray]
     labels: list[str]
+    stain: str = "q"  # of the picture it came from; `image` is always bright on dark
 
     @property
     def masks(self) -> np.ndarray:
@@ -51,9 +52,10 @@ def sample_from_mci(mci: McImage) -> SegmentationSample:
     annotations) are dropped."""
     height, width = mci.image.shape
     keep = [i for i, p in enumerate(mci.polygons) if polygon_mask(p, height, width).any()]
-    image = to_bright_on_dark(mci.image, detect_stain(mci.image))
+    stain = detect_stain(mci.image)
+    image = to_bright_on_dark(mci.image, stain)
     return SegmentationSample(
-        mci.path.stem, mci.case, image, [mci.polygons[i] for i in keep], [mci.labels[i] for i in keep]
+        mci.path.stem, mci.case, image, [mci.polygons[i] for i in keep], [mci.labels[i] for i in keep], stain
     )
 
 

@@ -28,6 +28,11 @@ def load_segmenter(path: Path | None, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), meta
 
 
+def segmenter_stain(path: Path) -> str:
+    """The stain of the MCIs a ChrRender was trained on (weights that record none: Q-band)."""
+    return str(load_checked(Path(path), WEIGHTS_FORMAT, "karyo train segment")[1].get("stain", "q"))
+
+
 @dataclass
 class RawDetections:
     """One forward pass: boxes, scores and mask probabilities (N x H x W) in image pixels."""
