@@ -393,3 +393,15 @@ def test_train_segment_checkpoints_resumes_and_refuses_extra_data_of_validation_
     assert len(meta["history"]) >= 2 and {
         p.dtype for p in torch.load(out, weights_only=True)["state_dict"].values()
     } == {torch.float16}
+
+
+@pytest.mark.unit
+def test_majority_stain_is_what_most_mcis_were_photographed_in() -> None:
+    from karyoflow.segment.dataset import SegmentationSample, majority_stain
+
+    def sample(stain: str) -> SegmentationSample:
+        return SegmentationSample("mci", "cell", np.zeros((4, 4), np.uint8), [], [], stain)
+
+    assert majority_stain([sample("g"), sample("q"), sample("g")]) == "g"
+    assert majority_stain([sample("q")]) == "q"
+    assert majority_stain([]) == "q"

@@ -74,6 +74,16 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_segmenter_for(samples: list) -> Path:
+    """The shipped ChrRender for the stain most of the MCIs are in (the Q-band one where no
+    segmenter of that stain is shipped)."""
+    from karyoflow.resources import default_segmenter_weights
+    from karyoflow.segment.dataset import majority_stain
+
+    own = default_segmenter_weights(majority_stain(samples))
+    return own if own.is_file() else default_segmenter_weights("q")
+
+
 def cmd_eval_segment(args: argparse.Namespace) -> int:
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.device import pick_device
@@ -86,7 +96,8 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     if not samples:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     device = pick_device(args.device)
-    model, meta = load_segmenter(args.weights, device)
+    weights = args.weights or default_segmenter_for(samples)
+    model, meta = load_segmenter(weights, device)
     report = evaluate_segmenter(
         model, samples, device, refine_boxes=not args.regressed_boxes, bootstrap=args.bootstrap, tta=args.tta
     )
@@ -94,7 +105,7 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     report["model"] = {
         "architecture": meta["architecture"],
         "backbone": meta["backbone"],
-        "weights": str(args.weights or "models/chrrender.pt"),
+        "weights": str(weights),
     }
     write_json(args.json, report)
     box, segm = report["bbox"], report["segm"]

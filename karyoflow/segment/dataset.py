@@ -8,6 +8,7 @@ channels, scaled per image (99.5th percentile -> 1) because Q-band brightness va
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def load_samples(data_dir: Path, cases: list[str] | None = None) -> list[Segment
         if wanted is None or mci.case in wanted:
             samples.append(sample_from_mci(mci))
     return samples
+
+
+def majority_stain(samples: list[SegmentationSample]) -> str:
+    """The stain most of the MCIs were photographed in (Q-band for none)."""
+    stains = Counter(sample.stain for sample in samples)
+    return stains.most_common(1)[0][0] if stains else "q"
 
 
 def image_tensor(image: np.ndarray) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from karyoflow.data.bioimlab import DataError
-from karyoflow.segment.dataset import SegmentationSample, load_samples, training_pair
+from karyoflow.segment.dataset import load_samples, majority_stain, training_pair
 from karyoflow.segment.model import build_model
 from karyoflow.segment.predictor import WEIGHTS_FORMAT, save_segmenter
 from karyoflow.weights_io import WeightsError, load_checked, sha256_of
@@ -159,7 +158,7 @@ def train_segmenter(
         "architecture": "ChrRender" if config.pointrend else "Mask R-CNN",
         "backbone": config.backbone,
         "pointrend": config.pointrend,
-        "stain": training_stain(samples),
+        "stain": majority_stain(samples),  # what the segmenter is meant for
         "train_config": asdict(config),
         "steps_done": step,
         "init_sha256": init_sha,
@@ -171,9 +170,3 @@ def train_segmenter(
     out.with_suffix(".history.json").write_text(json.dumps(meta, indent=1) + "\n")
     log(f"wrote {out} (sha256 {sha})")
     return meta
-
-
-def training_stain(samples: list[SegmentationSample]) -> str:
-    """The stain most training MCIs were photographed in: what the segmenter is meant for."""
-    stains = Counter(sample.stain for sample in samples)
-    return stains.most_common(1)[0][0] if stains else "q"
