@@ -19,6 +19,14 @@ import torch
 def data_section(meta: dict, config: dict, report: dict) -> list[str]:
     """Where the training data came from and how it was split, by the stain it was trained on."""
     trained = len(config.get("train_cases", []))
+    if meta.get("stain") == "g" and meta.get("architecture") != "ChrNet4":
+        return [
+            "Semi-synthetic brightfield G-band metaphases composed from the real G-band ICIs of the training",
+            f"cases of `splits/gband.json` ({trained} cells; `karyo data synth --subset train`, docs/gband.md),",
+            "worked on",
+            "inverted (bright on dark, as every Karyoflow stage). Validated on semi-synthetic metaphases of the",
+            f"{report.get('n_images')} validation cells (`--subset val`), whose cases it never saw.",
+        ]
     if meta.get("stain") == "g":
         split = json.loads(Path("splits/gband.json").read_text())
         return [
