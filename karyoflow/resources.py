@@ -17,7 +17,8 @@ from pathlib import Path
 MODELS_DIR_ENV = "KARYO_MODELS_DIR"
 CLASSIFIER_FILE = "chrnet4.pt"
 GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
-SEGMENTER_FILE = "chrrender.pt"
+# the segmenter of each engine (karyoflow.segment.engines)
+SEGMENTER_FILES = {"torchvision": "chrrender.pt", "detectron2": "chrrender-detectron2.pt"}
 
 
 def shipped_dir(name: str) -> Path:
@@ -38,8 +39,9 @@ def default_classifier_weights(stain: str = "q") -> Path:
     return models_dir() / (GBAND_CLASSIFIER_FILE if stain == "g" else CLASSIFIER_FILE)
 
 
-def default_segmenter_weights() -> Path:
-    return models_dir() / SEGMENTER_FILE
+def default_segmenter_weights(engine: str = "torchvision") -> Path:
+    """The weights a segmentation engine uses when none are named."""
+    return models_dir() / SEGMENTER_FILES[engine]
 
 
 def default_split() -> Path:

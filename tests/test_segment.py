@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -303,25 +302,6 @@ def test_fusing_two_passes_averages_pairs_and_halves_lone_detections() -> None:
     other.probabilities[0] = 0
     other.probabilities[0, 10:12, 0:40] = 0.9
     assert len(fuse_passes(cross, other).scores) == 2
-
-
-@pytest.mark.unit
-def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
-    from karyoflow.segment import detectron2_backend
-
-    if importlib.util.find_spec("detectron2") is not None:
-        pytest.skip("detectron2 is installed here; test_detectron2_backend_config covers it")
-    with pytest.raises(detectron2_backend.BackendUnavailable, match="pip install"):
-        detectron2_backend.pointrend_config()
-
-
-@pytest.mark.unit
-def test_detectron2_backend_config() -> None:
-    from karyoflow.segment import detectron2_backend
-
-    pytest.importorskip("detectron2")  # only where a GPU deployment installed it
-    cfg = detectron2_backend.pointrend_config(device="cpu")
-    assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
 
 
 @pytest.mark.unit

@@ -19,6 +19,7 @@ def get_karyotyper() -> Karyotyper:
         settings.classifier_weights,
         device=settings.device,
         segment_tta=settings.segment_tta,
+        segment_engine=settings.segment_engine,
         classifier_weights_by_stain=gband,
     )
 

@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from karyoflow.data.bioimlab import DataError
     from karyoflow.inputs import InputError
+    from karyoflow.segment.detectron2_backend import BackendUnavailable
     from karyoflow.weights_io import WeightsError
 
     try:
         return args.func(args)
-    except (UsageError, InputError, DataError, WeightsError) as error:
+    except (UsageError, InputError, DataError, WeightsError, BackendUnavailable) as error:
         print(f"karyo: error: {error}", file=sys.stderr)
         return 2

@@ -27,8 +27,26 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
 
 
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    from karyoflow.segment.engines import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="segmentation engine: torchvision (this project's ChrRender, default) or detectron2 (its PointRend; "
+        "needs `make detectron2`); weights must be the engine's",
+    )
+
+
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--segment-weights", type=Path, default=None, help="default: models/chrrender.pt")
+    parser.add_argument(
+        "--segment-weights",
+        type=Path,
+        default=None,
+        help="default: models/chrrender.pt (models/chrrender-detectron2.pt with --engine detectron2)",
+    )
+    add_engine_arg(parser)
     parser.add_argument(
         "--classify-weights",
         type=Path,
@@ -101,6 +119,7 @@ def make_karyotyper(args: argparse.Namespace):
         segment_tta=getattr(args, "segment_tta", False),
         resolve_clusters=getattr(args, "resolve_clusters", False),
         stain=getattr(args, "stain", "auto"),
+        segment_engine=args.engine,
         **kwargs,
     )
 
