@@ -350,7 +350,7 @@ def test_train_segment_checkpoints_resumes_and_refuses_extra_data_of_validation_
     labelled_dir: Path, tmp_path: Path, capsys
 ) -> None:
     from karyoflow.cli import main
-    from karyoflow.segment.predictor import load_segmenter
+    from karyoflow.segment.engines import load_segmenter
 
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["2"], "val": ["1"]}))
