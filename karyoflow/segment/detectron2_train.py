@@ -11,8 +11,8 @@ engine's "flips").
 
 detectron2's DefaultTrainer runs the loop: SGD with momentum, linear warm-up, the LR divided by
 10 at 75% and 90% of the iterations (milestones that coincide in a very short run are kept
-once), a checkpoint every `checkpoint_every` iterations (the latest kept; `resume` continues
-from it). The weights file is the project's: fp16, with the metadata that rebuilds the model.
+once), a checkpoint every `checkpoint_every` iterations (only the latest kept; `resume`
+continues from it). The weights file is the project's: fp16, with the metadata that rebuilds the model.
 """
 
 from __future__ import annotations
@@ -134,6 +134,15 @@ def _trainer_class(records: list[dict], mapper: GreyMapper):
     return Trainer
 
 
+def _keep_latest_checkpoint(run_dir: Path) -> None:
+    """Remove every checkpoint but the one `--resume` reads (detectron2 keeps the periodic ones of
+    earlier runs in the folder)."""
+    latest = (run_dir / "last_checkpoint").read_text().strip()
+    for checkpoint in run_dir.glob("model_*.pth"):
+        if checkpoint.name != latest:
+            checkpoint.unlink()
+
+
 def _metrics(run_dir: Path) -> list[dict]:
     """detectron2's metrics.json (one JSON record per line) as the run's loss history."""
     path = run_dir / "metrics.json"
@@ -164,6 +173,11 @@ def train_detectron2(data_dir: Path, config, out: Path, device: torch.device, re
     write_coco_images(samples, coco, image_dir)
     write_atomically(coco_json, json.dumps(coco).encode())
     records = load_coco_json(str(coco_json), str(image_dir))  # no dataset name: nothing registered
+    for record in records:
+        for annotation in record["annotations"]:
+            # detectron2's classes count from 0 (a catalog would map COCO's id 1 to it); the
+            # class numbered NUM_CLASSES is its background
+            annotation["category_id"] = 0
     del samples, extra  # the loader reads the PNGs; the decoded MCIs are not needed any more
 
     image_size = tuple(config.image_size)
@@ -189,6 +203,7 @@ def train_detectron2(data_dir: Path, config, out: Path, device: torch.device, re
         log(f"resumed from {run_dir} at iteration {trainer.start_iter}")
     started = time.time()
     trainer.train()
+    _keep_latest_checkpoint(run_dir)
     model = trainer.model.cpu()
     meta = {
         "engine": "detectron2",
