@@ -3,6 +3,8 @@
 #   make test       create .venv and install the Debian packages the tests use if needed, run
 #                   ruff, validate the compose file and run every test (unit, integration, system)
 #   make test-fast  the unit layer alone: no services, no training, no model files (< 60 s)
+#   make detectron2 the second segmentation engine (detectron2) built into .venv from the vendored
+#                   source (make test does it too; skipped once installed)
 PYTHON ?= python3.11
 VENV := .venv
 export KARYO_DATA ?= $(abspath ../shared/data/bioimlab)
@@ -12,8 +14,10 @@ export KARYO_LABELLED_DATA ?= $(abspath ../shared/data/bioimlab-labelled)
 RUN_IMAGES ?= $(KARYO_LABELLED_DATA)/mci/original_1.json $(KARYO_LABELLED_DATA)/mci/original_2.json \
 	$(KARYO_LABELLED_DATA)/mci/original_107a.json
 RUN_OUT ?= out/run
+# detectron2 has no wheel on the registries for this torch: built from this source tarball
+DETECTRON2_SOURCE ?= ../shared/vendor/detectron2-02b5c4e.tar.gz
 
-.PHONY: run test test-fast test-packages lint bench eval clean
+.PHONY: run test test-fast test-packages detectron2 lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +25,19 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+$(VENV)/.detectron2: $(VENV)/.installed
+	DETECTRON2_SOURCE=$(DETECTRON2_SOURCE) scripts/install_detectron2.sh $(VENV)
+	touch $@
+
+detectron2: $(VENV)/.detectron2
+
 run: $(VENV)/.installed
 	$(VENV)/bin/karyo run $(RUN_IMAGES) --out $(RUN_OUT)
 
 test-packages:
 	scripts/test_packages.sh
 
-test: $(VENV)/.installed test-packages
+test: $(VENV)/.installed $(VENV)/.detectron2 test-packages
 	$(VENV)/bin/ruff check .
 	docker-compose config -q && echo "docker-compose.yml: valid"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,8 +17,11 @@ class Settings(BaseSettings):
     # default: the shipped weights (models/ of the checkout or the wheel; KARYO_MODELS_DIR moves them)
     classifier_weights: Path | None = None  # Q-band ChrNet4 (chrnet4.pt)
     classifier_weights_gband: Path | None = None  # G-band ChrNet4 (chrnet4-gband.pt)
-    segmenter_weights: Path | None = None  # Q-band ChrRender (chrrender.pt)
-    segmenter_weights_gband: Path | None = None  # G-band ChrRender (chrrender-gband.pt)
+    segmenter_weights: Path | None = None  # Q-band; default: the engine's (models/chrrender.pt for torchvision)
+    segmenter_weights_gband: Path | None = None  # G-band; default: models/chrrender-gband.pt where shipped
+    # torchvision (this project's ChrRender) or detectron2 (its PointRend; the workers need
+    # detectron2 installed: `make detectron2`); the segmenter weights must be the engine's
+    segment_engine: Literal["torchvision", "detectron2"] = "torchvision"
     device: str | None = None  # cpu or cuda; default: cuda when present
     # a second, mirrored segmentation pass fused with the first (docs/segmentation.md): +1 box
     # and mask AP, twice the segmentation time, no better karyotypes on our sets: opt-in

@@ -58,6 +58,7 @@ def bench_segmenter(model, meta: dict, image: np.ndarray, repeats: int, tta: boo
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "engine": meta.get("engine", "torchvision"),
         "backbone": meta["backbone"],
         "image": f"{image.shape[1]}x{image.shape[0]}",
         "seconds_per_mci": round(float(np.median(times)), 3),

@@ -40,9 +40,10 @@ from karyoflow.karyotype import (
 )
 from karyoflow.labels import LABELS
 from karyoflow.resources import default_classifier_weights, default_segmenter_weights
+from karyoflow.segment.engines import DEFAULT_ENGINE, check_engine, load_segmenter
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
-from karyoflow.segment.predictor import load_segmenter, segment_images
+from karyoflow.segment.predictor import segment_images
 from karyoflow.stain import STAIN_NAMES, Stain, StainChoice, check_stain, resolve_stain, to_bright_on_dark
 from karyoflow.straighten import FOREGROUND_LEVEL, straighten
 from karyoflow.weights_io import sha256_of
@@ -268,30 +269,34 @@ class Karyotyper:
         segmenter_weights_by_stain: dict[str, Path] | None = None,
         resolve_clusters: bool = False,
         split_margin: float = DEFAULT_SPLIT_MARGIN,
+        segment_engine: str = DEFAULT_ENGINE,
     ) -> None:
         """`classifier_weights` is the Q-band classifier (default models/chrnet4.pt);
         `classifier_weights_by_stain` overrides any stain's (default: the committed ones).
         `stain` is what `analyse` assumes when not told: q, g or auto (detected per image).
         `resolve_clusters`: split detections that hold two touching chromosomes where the
-        assignment improves by more than `split_margin` nats (karyoflow.clusters)."""
+        assignment improves by more than `split_margin` nats (karyoflow.clusters).
+        `segment_engine`: torchvision (default) or detectron2 (karyoflow.segment.engines); the
+        segmenter weights, default and per stain, are that engine's."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_flush_denormal(True)
         self.device = torch.device(device)
         self.stain: StainChoice = check_stain(stain)
-        segmenter_path = Path(segmenter_weights or default_segmenter_weights())
+        self.segment_engine = check_engine(segment_engine)
+        segmenter_path = Path(segmenter_weights or default_segmenter_weights(segment_engine))
         self.classifier_paths: dict[str, Path] = {
             "q": Path(classifier_weights or default_classifier_weights("q")),
             "g": default_classifier_weights("g"),
             **{k: Path(v) for k, v in (classifier_weights_by_stain or {}).items()},
         }
-        gband_segmenter = default_segmenter_weights("g")  # optional: else the Q-band one, inverted
+        gband_segmenter = default_segmenter_weights(segment_engine, "g")  # else the Q-band one, inverted
         self.segmenter_paths: dict[str, Path] = {
             **({"g": gband_segmenter} if gband_segmenter.is_file() else {}),
             **{k: Path(v) for k, v in (segmenter_weights_by_stain or {}).items()},
         }
-        self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device)
+        self.segmenter, segmenter_meta = load_segmenter(segmenter_path, self.device, segment_engine)
         self._segmenters: dict[str, tuple[object, dict]] = {}
         self._segmenter_info = model_info(segmenter_path, segmenter_meta, str(segmenter_meta.get("stain", "q")))
         self._classifiers: dict[str, ChromosomeClassifier] = {}
@@ -342,7 +347,7 @@ class Karyotyper:
         if path is None:
             return self.segmenter, self._segmenter_info
         if stain not in self._segmenters:
-            segmenter, meta = load_segmenter(path, self.device)
+            segmenter, meta = load_segmenter(path, self.device, self.segment_engine)
             self._segmenters[stain] = (segmenter, model_info(path, meta, str(meta.get("stain", stain))))
         return self._segmenters[stain]
 

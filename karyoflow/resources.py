@@ -17,8 +17,9 @@ from pathlib import Path
 MODELS_DIR_ENV = "KARYO_MODELS_DIR"
 CLASSIFIER_FILE = "chrnet4.pt"
 GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
-SEGMENTER_FILE = "chrrender.pt"
-GBAND_SEGMENTER_FILE = "chrrender-gband.pt"
+# the segmenter of each engine (karyoflow.segment.engines), per stain
+SEGMENTER_FILES = {"torchvision": "chrrender.pt", "detectron2": "chrrender-detectron2.pt"}
+GBAND_SEGMENTER_FILES = {"torchvision": "chrrender-gband.pt", "detectron2": "chrrender-detectron2-gband.pt"}
 
 
 def shipped_dir(name: str) -> Path:
@@ -39,9 +40,10 @@ def default_classifier_weights(stain: str = "q") -> Path:
     return models_dir() / (GBAND_CLASSIFIER_FILE if stain == "g" else CLASSIFIER_FILE)
 
 
-def default_segmenter_weights(stain: str = "q") -> Path:
-    """The shipped ChrRender for a stain: Q-band (chrrender.pt) or G-band (chrrender-gband.pt)."""
-    return models_dir() / (GBAND_SEGMENTER_FILE if stain == "g" else SEGMENTER_FILE)
+def default_segmenter_weights(engine: str = "torchvision", stain: str = "q") -> Path:
+    """The weights a segmentation engine uses for a stain when none are named (the G-band ones
+    are optional: the pipeline falls back to the Q-band ones on the inverted image)."""
+    return models_dir() / (GBAND_SEGMENTER_FILES if stain == "g" else SEGMENTER_FILES)[engine]
 
 
 def default_split() -> Path:

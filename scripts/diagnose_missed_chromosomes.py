@@ -20,9 +20,10 @@ import torch
 
 from karyoflow.pipeline import DEFAULT_CANDIDATE_THRESHOLD
 from karyoflow.segment.dataset import load_samples
+from karyoflow.segment.engines import load_segmenter
 from karyoflow.segment.evaluate import mask_iou_matrix, match_instances
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, select_chromosomes
-from karyoflow.segment.predictor import load_segmenter, segment_images
+from karyoflow.segment.predictor import segment_images
 
 RAW_SCORE = 0.05  # torchvision's box score threshold: everything the model returns
 

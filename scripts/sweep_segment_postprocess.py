@@ -18,9 +18,10 @@ import torch
 from karyoflow.data.bioimlab import list_mcis, mci_case, read_mci
 from karyoflow.data.split import read_split
 from karyoflow.segment.dataset import sample_from_mci
+from karyoflow.segment.engines import load_segmenter
 from karyoflow.segment.evaluate import mask_iou_matrix, match_instances
 from karyoflow.segment.postprocess import select_chromosomes
-from karyoflow.segment.predictor import load_segmenter, segment_images
+from karyoflow.segment.predictor import segment_images
 
 
 def main() -> None:

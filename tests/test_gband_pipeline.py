@@ -192,7 +192,7 @@ def test_a_gband_segmenter_records_its_stain_and_segments_gband_images(
     """ChrRender trained on brightfield metaphases records stain g; `karyo run --segment-weights`
     then uses it for G-band images, and the report says so."""
     from karyoflow.data.bioimlab import read_mci
-    from karyoflow.segment.predictor import segmenter_stain
+    from karyoflow.segment.engines import segmenter_stain
 
     cell = "97002069.20"
     done = _karyo("data", "synth", "--data", str(gband_dir), "--cases", cell, "--out", str(tmp_path / "synth"))

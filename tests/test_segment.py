@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -306,25 +305,6 @@ def test_fusing_two_passes_averages_pairs_and_halves_lone_detections() -> None:
 
 
 @pytest.mark.unit
-def test_detectron2_backend_without_detectron2_says_how_to_install() -> None:
-    from karyoflow.segment import detectron2_backend
-
-    if importlib.util.find_spec("detectron2") is not None:
-        pytest.skip("detectron2 is installed here; test_detectron2_backend_config covers it")
-    with pytest.raises(detectron2_backend.BackendUnavailable, match="pip install"):
-        detectron2_backend.pointrend_config()
-
-
-@pytest.mark.unit
-def test_detectron2_backend_config() -> None:
-    from karyoflow.segment import detectron2_backend
-
-    pytest.importorskip("detectron2")  # only where a GPU deployment installed it
-    cfg = detectron2_backend.pointrend_config(device="cpu")
-    assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
-
-
-@pytest.mark.unit
 def test_select_chromosomes_drops_fragments_inside_a_better_detection() -> None:
     from karyoflow.segment.evaluate import Detections
     from karyoflow.segment.postprocess import select_chromosomes
@@ -370,7 +350,7 @@ def test_train_segment_checkpoints_resumes_and_refuses_extra_data_of_validation_
     labelled_dir: Path, tmp_path: Path, capsys
 ) -> None:
     from karyoflow.cli import main
-    from karyoflow.segment.predictor import load_segmenter
+    from karyoflow.segment.engines import load_segmenter
 
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["2"], "val": ["1"]}))

@@ -20,6 +20,7 @@ def get_karyotyper() -> Karyotyper:
         settings.classifier_weights,
         device=settings.device,
         segment_tta=settings.segment_tta,
+        segment_engine=settings.segment_engine,
         classifier_weights_by_stain={"g": gband_classifier} if gband_classifier else {},
         segmenter_weights_by_stain={"g": gband_segmenter} if gband_segmenter else {},
     )

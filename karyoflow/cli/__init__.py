@@ -1,15 +1,15 @@
 """`karyo`: the command line of Karyoflow, one module per command group.
 
     karyo data split      --data DIR [--out FILE]                                  (data)
-    karyo data coco       --data DIR --out FILE [--split FILE --subset val]
+    karyo data coco       --data DIR --out FILE [--images DIR] [--split FILE --subset val]
     karyo data synth      --data DIR [--cases C ...|--split FILE --subset val] --out DIR
     karyo train classify  --data DIR --out PATH [--split FILE] [--resume]          (train)
-    karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
+    karyo train segment   --data DIR --out PATH [--engine E] [--split FILE] [--steps N] [--resume]
     karyo eval classify   --data DIR [--split FILE --subset val] [--weights W] --json OUT   (eval)
-    karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
+    karyo eval segment    --data DIR [--split FILE --subset val] [--engine E] [--weights W] --json OUT
     karyo eval karyotype  --data DIR [--split FILE --subset val] --json OUT
     karyo bench classify  [--weights W] [--batch 46]                               (bench)
-    karyo bench segment   [--weights W]
+    karyo bench segment   [--engine E] [--weights W]
     karyo bench karyotype --data DIR
     karyo run             IMAGE_OR_DIR... --out DIR                                (run)
     karyo classify        --data DIR [--cases C ...] [--weights W]
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from karyoflow.data.bioimlab import DataError
     from karyoflow.inputs import InputError
+    from karyoflow.segment.detectron2_backend import BackendUnavailable
     from karyoflow.weights_io import WeightsError
 
     try:
         return args.func(args)
-    except (UsageError, InputError, DataError, WeightsError) as error:
+    except (UsageError, InputError, DataError, WeightsError, BackendUnavailable) as error:
         print(f"karyo: error: {error}", file=sys.stderr)
         return 2

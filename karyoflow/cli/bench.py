@@ -1,7 +1,7 @@
 """`karyo bench`: speed of ChrNet4, of ChrRender and of the whole pipeline, printed as JSON.
 
 karyo bench classify  [--weights W] [--batch 46]
-karyo bench segment   [--weights W]
+karyo bench segment   [--engine E] [--weights W]
 karyo bench karyotype --data DIR
 """
 
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from karyoflow.cli.common import add_data_arg, add_pipeline_args, make_karyotyper
+from karyoflow.cli.common import add_data_arg, add_engine_arg, add_pipeline_args, make_karyotyper
 
 
 def cmd_bench_classify(args: argparse.Namespace) -> int:
@@ -34,11 +34,11 @@ def cmd_bench_segment(args: argparse.Namespace) -> int:
     from karyoflow.benchmark import bench_segmenter
     from karyoflow.data.bioimlab import list_mcis, read_mci, resolve_data_dir
     from karyoflow.device import pick_device
-    from karyoflow.segment.predictor import load_segmenter
+    from karyoflow.segment.engines import load_segmenter
 
     data_dir = resolve_data_dir(args.data)
     device = pick_device(args.device)
-    model, meta = load_segmenter(args.weights, device)
+    model, meta = load_segmenter(args.weights, device, args.engine)
     image = read_mci(list_mcis(data_dir)[0]).image
     print(json.dumps(bench_segmenter(model, meta, image, args.repeats, args.tta, device)))
     return 0
@@ -68,7 +68,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     bs = bench.add_parser("segment", help="seconds per 768x576 MCI")
     add_data_arg(bs)
-    bs.add_argument("--weights", type=Path, default=None)
+    add_engine_arg(bs)
+    bs.add_argument("--weights", type=Path, default=None, help="default: the engine's weights in models/")
     bs.add_argument("--repeats", type=int, default=5)
     bs.add_argument("--tta", action="store_true", help="with the left-right flip pass (2x the time)")
     bs.add_argument("--device", default=None)

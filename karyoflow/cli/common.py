@@ -27,14 +27,28 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="BioImLab-layout folder (default: $KARYO_DATA)")
 
 
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    from karyoflow.segment.engines import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="segmentation engine: torchvision (this project's ChrRender, default) or detectron2 (its PointRend; "
+        "needs `make detectron2`); weights must be the engine's",
+    )
+
+
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-weights",
         type=Path,
         default=None,
-        help="ChrRender weights, used for the stain they were trained on (default: models/chrrender.pt for Q-band, "
-        "models/chrrender-gband.pt for G-band where shipped, else the Q-band one on the inverted image)",
+        help="weights for the stain they were trained on (default: the engine's, models/chrrender.pt for Q-band "
+        "and models/chrrender-gband.pt for G-band where shipped, else the Q-band one on the inverted image; "
+        "models/chrrender-detectron2.pt with --engine detectron2)",
     )
+    add_engine_arg(parser)
     parser.add_argument(
         "--classify-weights",
         type=Path,
@@ -101,9 +115,9 @@ def make_karyotyper(args: argparse.Namespace):
         stain = weights_stain(load_weights(args.classify_weights)[1])
         kwargs["classifier_weights_by_stain"] = {stain: args.classify_weights}
     if args.segment_weights is not None:  # likewise
-        from karyoflow.segment.predictor import segmenter_stain
+        from karyoflow.segment.engines import segmenter_stain
 
-        stain = segmenter_stain(args.segment_weights)
+        stain = segmenter_stain(args.segment_weights, args.engine)
         if stain == "q":
             kwargs["segmenter_weights"] = args.segment_weights
         else:
@@ -114,6 +128,7 @@ def make_karyotyper(args: argparse.Namespace):
         segment_tta=getattr(args, "segment_tta", False),
         resolve_clusters=getattr(args, "resolve_clusters", False),
         stain=getattr(args, "stain", "auto"),
+        segment_engine=args.engine,
         **kwargs,
     )
 

@@ -1,7 +1,7 @@
 """`karyo data`: split the cells, export COCO instances, synthesize labelled MCIs.
 
 karyo data split  --data DIR [--out FILE]
-karyo data coco   --data DIR --out FILE [--split FILE --subset val]
+karyo data coco   --data DIR --out FILE [--images DIR] [--split FILE --subset val]
 karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] [--abnormal] --out DIR
 """
 
@@ -28,13 +28,16 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 def cmd_data_coco(args: argparse.Namespace) -> int:
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.files import write_atomically
-    from karyoflow.segment.dataset import load_samples, to_coco
+    from karyoflow.segment.dataset import load_samples, to_coco, write_coco_images
 
     data_dir = resolve_data_dir(args.data)
     samples = load_samples(data_dir, mci_cases(args))
     if not samples:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     coco = to_coco(samples)
+    if args.images is not None:
+        write_coco_images(samples, coco, args.images)
+        print(f"{len(coco['images'])} PNG images -> {args.images}")
     write_atomically(args.out, json.dumps(coco).encode())
     print(f"{len(coco['images'])} images, {len(coco['annotations'])} instances -> {args.out}")
     return 0
@@ -91,6 +94,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     coco = data.add_parser("coco", help="export MCIs' polygons as COCO instances JSON")
     add_data_arg(coco)
     coco.add_argument("--out", type=Path, required=True)
+    coco.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="also write the images, as PNGs under the JSON's names"
+    )
     coco.add_argument("--split", type=Path, default=None, help="split file (default: every MCI)")
     coco.add_argument("--subset", default="val")
     coco.set_defaults(func=cmd_data_coco)

@@ -1,7 +1,7 @@
 """`karyo eval`: accuracy of ChrNet4 on ICIs, of ChrRender on MCIs, of the whole pipeline.
 
 karyo eval classify   --data DIR [--split FILE --subset val] [--weights W] --json OUT
-karyo eval segment    --data DIR [--split FILE --subset val] [--weights W] --json OUT
+karyo eval segment    --data DIR [--split FILE --subset val] [--engine E] [--weights W] --json OUT
 karyo eval karyotype  --data DIR [--split FILE --subset val] --json OUT
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from karyoflow.cli.common import (
     UsageError,
     add_data_arg,
+    add_engine_arg,
     add_pipeline_args,
     load_classifier_for,
     make_karyotyper,
@@ -74,30 +75,30 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_segmenter_for(samples: list) -> Path:
-    """The shipped ChrRender for the stain most of the MCIs are in (the Q-band one where no
-    segmenter of that stain is shipped)."""
+def default_segmenter_for(samples: list, engine: str) -> Path:
+    """The engine's shipped segmenter for the stain most of the MCIs are in (the Q-band one
+    where no segmenter of that stain is shipped)."""
     from karyoflow.resources import default_segmenter_weights
     from karyoflow.segment.dataset import majority_stain
 
-    own = default_segmenter_weights(majority_stain(samples))
-    return own if own.is_file() else default_segmenter_weights("q")
+    own = default_segmenter_weights(engine, majority_stain(samples))
+    return own if own.is_file() else default_segmenter_weights(engine)
 
 
 def cmd_eval_segment(args: argparse.Namespace) -> int:
     from karyoflow.data.bioimlab import resolve_data_dir
     from karyoflow.device import pick_device
     from karyoflow.segment.dataset import load_samples
+    from karyoflow.segment.engines import load_segmenter
     from karyoflow.segment.evaluate import evaluate_segmenter
-    from karyoflow.segment.predictor import load_segmenter
 
     data_dir = resolve_data_dir(args.data)
     samples = load_samples(data_dir, mci_cases(args))
     if not samples:
         raise UsageError(f"no MCIs found in {data_dir / 'mci'} for the chosen cells")
     device = pick_device(args.device)
-    weights = args.weights or default_segmenter_for(samples)
-    model, meta = load_segmenter(weights, device)
+    weights = args.weights or default_segmenter_for(samples, args.engine)
+    model, meta = load_segmenter(weights, device, args.engine)
     report = evaluate_segmenter(
         model, samples, device, refine_boxes=not args.regressed_boxes, bootstrap=args.bootstrap, tta=args.tta
     )
@@ -292,7 +293,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_data_arg(es)
     es.add_argument("--split", type=Path, default=None, help="split file (default: every MCI in DIR)")
     es.add_argument("--subset", default="val")
-    es.add_argument("--weights", type=Path, default=None)
+    add_engine_arg(es)
+    es.add_argument("--weights", type=Path, default=None, help="default: the engine's weights in models/")
     es.add_argument("--json", type=Path, required=True)
     es.add_argument("--regressed-boxes", action="store_true", help="score the box head's boxes alone")
     es.add_argument("--tta", action="store_true", help="also segment the mirrored image and fuse (2x the time)")

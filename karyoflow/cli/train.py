@@ -1,7 +1,7 @@
 """`karyo train`: train ChrNet4 on ICIs or ChrRender on MCIs.
 
 karyo train classify  --data DIR --out PATH [--split FILE] [--resume]
-karyo train segment   --data DIR --out PATH [--split FILE] [--steps N] [--resume]
+karyo train segment   --data DIR --out PATH [--engine torchvision|detectron2] [--split FILE] [--steps N] [--resume]
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from karyoflow.cli.common import DEFAULT_SPLIT, UsageError, add_data_arg
+from karyoflow.cli.common import DEFAULT_SPLIT, UsageError, add_data_arg, add_engine_arg
+from karyoflow.segment.engines import NATIVE_SIZE
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
@@ -52,8 +53,10 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
     from karyoflow.data.bioimlab import DataError, resolve_data_dir
     from karyoflow.data.split import read_split, validation_cells_among
     from karyoflow.device import pick_device
-    from karyoflow.segment.train import SegmentTrainConfig, train_segmenter
+    from karyoflow.segment.engines import train_segmenter
+    from karyoflow.segment.train import SegmentTrainConfig
 
+    _check_engine_options(args)
     data_dir = resolve_data_dir(args.data)
     train_cases = [str(c) for c in read_split(args.split, "train")]
     if args.limit_cells:
@@ -71,11 +74,11 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
                 "training on them would leak into validation (synthesize from --subset train)"
             )
     config = SegmentTrainConfig(
-        backbone=args.backbone,
+        backbone=args.backbone or DEFAULT_BACKBONE[args.engine],
         pointrend=not args.plain_mask_rcnn,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else default_lr(args.engine, args.batch_size),
         warmup=min(args.warmup, max(args.steps // 5, 1)),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
@@ -84,13 +87,49 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
         init_weights=str(args.init) if args.init else None,
         train_cases=train_cases,
         extra_data=[str(folder) for folder in extra_data],
+        image_size=tuple(args.image_size),
+        workers=args.workers,
     )
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    train_segmenter(data_dir, config, args.out, pick_device(args.device), resume=args.resume)
+    train_segmenter(args.engine, data_dir, config, args.out, pick_device(args.device), resume=args.resume)
     return 0
+
+
+# per engine: the default backbone (the default engine's ResNet-18 fits a CPU; detectron2's is the
+# paper's R-50)
+DEFAULT_BACKBONE = {"torchvision": "resnet18", "detectron2": "resnet50"}
+
+
+def default_lr(engine: str, batch_size: int) -> float:
+    """AdamW at 3e-4 for the default engine; SGD for detectron2 at its recipes' 0.02 for 16
+    images, scaled linearly to the batch."""
+    return 0.02 * batch_size / 16 if engine == "detectron2" else 3e-4
+
+
+# what only the default engine's trainer does; detectron2's runs --steps iterations and resumes
+# from its last checkpoint
+TORCHVISION_ONLY = {
+    "--plain-mask-rcnn": lambda args: args.plain_mask_rcnn,
+    "--augment dihedral": lambda args: args.augment != "flips",
+    "--max-minutes": lambda args: args.max_minutes is not None,
+    "--backbone mobilenet_v3": lambda args: args.backbone == "mobilenet_v3",
+}
+
+
+def _check_engine_options(args: argparse.Namespace) -> None:
+    if args.engine == "detectron2":
+        unsupported = [option for option, given in TORCHVISION_ONLY.items() if given(args)]
+        if unsupported:
+            raise UsageError(f"{', '.join(unsupported)}: not available with --engine detectron2")
+    elif args.workers:
+        raise UsageError("--workers: only the detectron2 engine has a data-loader (torchvision prepares in process)")
+    if min(args.image_size) < 32 or args.image_size[0] > args.image_size[1]:
+        raise UsageError("--image-size SHORT LONG: both at least 32 and SHORT <= LONG")
+    if args.batch_size < 1 or args.steps < 1:
+        raise UsageError("--batch-size and --steps must be at least 1")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -125,11 +164,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_data_arg(ts)
     ts.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. models/chrrender.pt)")
     ts.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
-    ts.add_argument("--backbone", choices=["resnet18", "resnet50", "mobilenet_v3"], default="resnet18")
+    add_engine_arg(ts)
+    ts.add_argument(
+        "--backbone",
+        choices=["resnet18", "resnet50", "mobilenet_v3"],
+        default=None,
+        help="default: resnet18 (torchvision), resnet50 (detectron2)",
+    )
     ts.add_argument("--plain-mask-rcnn", action="store_true", help="Mask R-CNN mask head (ablation baseline)")
     ts.add_argument("--steps", type=int, default=3000)
     ts.add_argument("--batch-size", type=int, default=2)
-    ts.add_argument("--lr", type=float, default=3e-4)
+    ts.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="default: 3e-4 (torchvision, AdamW), 0.00125 per image of a batch (detectron2, SGD)",
+    )
     ts.add_argument("--warmup", type=int, default=200)
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--checkpoint-every", type=int, default=50)
@@ -150,6 +200,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="more labelled training MCIs, every one in these folders (BioImLab layout, e.g. a lab's own)",
     )
     ts.add_argument("--limit-cells", type=int, default=None)
+    ts.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=list(NATIVE_SIZE),
+        metavar=("SHORT", "LONG"),
+        help="short side and longest long side the network sees (default: 576 768, BioImLab's native size)",
+    )
+    ts.add_argument("--workers", type=int, default=0, help="data-loader processes (detectron2 engine)")
     ts.add_argument("--threads", type=int, default=None)
     ts.add_argument("--device", default=None)
     ts.add_argument("--resume", action="store_true")

@@ -139,12 +139,33 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def image_file_name(sample: SegmentationSample, image_id: int, names: list[str]) -> str:
+    """The PNG an export writes a sample's image to: its name, with the image id where two
+    samples (of different folders) share a name."""
+    return f"{sample.name}.png" if names.count(sample.name) == 1 else f"{sample.name}-{image_id}.png"
+
+
+def write_coco_images(samples: list[SegmentationSample], coco: dict, image_dir: Path) -> None:
+    """The samples' images (the working representation, lossless PNG) in `image_dir` under the
+    file names of their COCO export `coco` (`to_coco(samples)`), for tools that read images from
+    files (detectron2); each written atomically."""
+    from karyoflow.files import write_atomically
+
+    for sample, info in zip(samples, coco["images"], strict=True):
+        ok, png = cv2.imencode(".png", sample.image)
+        if not ok:
+            raise ValueError(f"cannot encode the image of {sample.name} as PNG")
+        write_atomically(image_dir / info["file_name"], png.tobytes())
+
+
 def to_coco(samples: list[SegmentationSample]) -> dict:
     """COCO instances JSON: one category "chromosome", RLE segmentations, boxes as xywh."""
     images, annotations = [], []
+    names = [sample.name for sample in samples]
     for image_id, sample in enumerate(samples, start=1):
         height, width = sample.image.shape
-        images.append({"id": image_id, "file_name": f"{sample.name}.jpg", "height": height, "width": width})
+        file_name = image_file_name(sample, image_id, names)
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for mask, label in zip(sample.masks, sample.labels, strict=True):
             rle = encode_rle(mask)
             x, y, w, h = mask_utils.toBbox(rle).tolist()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from karyoflow.resources import default_segmenter_weights
 from karyoflow.segment.dataset import boxes_from_masks, image_tensor
+from karyoflow.segment.engines import NATIVE_SIZE
 from karyoflow.segment.evaluate import Detections, mask_iou_matrix, match_instances
 from karyoflow.segment.model import build_model
 from karyoflow.weights_io import load_checked, save_fp16
@@ -21,16 +21,14 @@ def save_segmenter(model: torch.nn.Module, path: Path, meta: dict) -> str:
     return save_fp16(model, path, WEIGHTS_FORMAT, meta)
 
 
-def load_segmenter(path: Path | None, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    state, meta = load_checked(Path(path or default_segmenter_weights()), WEIGHTS_FORMAT, "karyo train segment")
-    model = build_model(meta["backbone"], pointrend=meta["pointrend"])
+def load_torchvision_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """ChrRender of the default engine from its weights file (engines.load_segmenter picks the
+    engine)."""
+    state, meta = load_checked(Path(path), WEIGHTS_FORMAT, "karyo train segment")
+    short, longest = meta.get("image_size", NATIVE_SIZE)
+    model = build_model(meta["backbone"], pointrend=meta["pointrend"], min_size=short, max_size=longest)
     model.load_state_dict(state)
     return model.to(device).eval(), meta
-
-
-def segmenter_stain(path: Path) -> str:
-    """The stain of the MCIs a ChrRender was trained on (weights that record none: Q-band)."""
-    return str(load_checked(Path(path), WEIGHTS_FORMAT, "karyo train segment")[1].get("stain", "q"))
 
 
 @dataclass

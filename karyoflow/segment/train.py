@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from karyoflow.data.bioimlab import DataError
 from karyoflow.segment.dataset import load_samples, majority_stain, training_pair
+from karyoflow.segment.engines import NATIVE_SIZE
 from karyoflow.segment.model import build_model
 from karyoflow.segment.predictor import WEIGHTS_FORMAT, save_segmenter
 from karyoflow.weights_io import WeightsError, load_checked, sha256_of
@@ -45,6 +46,9 @@ class SegmentTrainConfig:
     # folders (BioImLab layout) whose every MCI is trained on too, e.g. a lab's own labelled MCIs;
     # semi-synthetic ones of the training cells were tried and hurt real MCIs (docs/segmentation.md)
     extra_data: list[str] = field(default_factory=list)
+    # (short side, longest long side) the network sees; the native 768x576 by default (no resize)
+    image_size: tuple[int, int] = NATIVE_SIZE
+    workers: int = 0  # data-loader processes (the detectron2 engine; this trainer prepares in process)
 
 
 def train_segmenter(
@@ -62,7 +66,8 @@ def train_segmenter(
         + (f" ({len(extra)} from --extra-data)" if config.extra_data else "")
     )
     samples += extra
-    model = build_model(config.backbone, pointrend=config.pointrend)
+    short, longest = config.image_size
+    model = build_model(config.backbone, pointrend=config.pointrend, min_size=short, max_size=longest)
     init_sha = None
     if config.init_weights and not (resume and out.with_suffix(".ckpt").is_file()):
         state, init_meta = load_checked(Path(config.init_weights), WEIGHTS_FORMAT, "karyo train segment")
@@ -159,6 +164,7 @@ def train_segmenter(
         "backbone": config.backbone,
         "pointrend": config.pointrend,
         "stain": majority_stain(samples),  # what the segmenter is meant for
+        "image_size": list(config.image_size),
         "train_config": asdict(config),
         "steps_done": step,
         "init_sha256": init_sha,
