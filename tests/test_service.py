@@ -26,7 +26,7 @@ from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
 from service.devstack.stack import Stack
-from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
+from tests.helpers import offset_port, png_of, submit, wait_done, wait_ready, wait_status
 
 pytestmark = pytest.mark.system
 
@@ -281,15 +281,6 @@ def test_a_task_that_fails_for_good_marks_its_case_failed(
     time.sleep(5)  # a few sweeps later it is still failed, not re-enqueued
     again = httpx.get(f"{stack.api_url}/v1/cases/{case_id}", headers={"X-API-Key": key}, timeout=30).json()
     assert again["status"] == "failed" and again["error"] == case["error"]
-
-
-def wait_ready(stack: Stack, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200:
-            return
-        time.sleep(1)
-    raise AssertionError(f"not ready after {timeout} s")
 
 
 def test_a_finished_case_is_erased_and_storage_down_only_delays_it(
