@@ -30,6 +30,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
+START_S = 180  # importing torch and the pipeline: seconds, over a minute on a busy 2-core machine
 
 
 def state_dir() -> Path:
@@ -227,7 +228,7 @@ class Stack:
                 "--port", str(self.config.api_port)]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
-        deadline = time.time() + 60
+        deadline = time.time() + START_S
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API exited with code {process.returncode}")
@@ -237,7 +238,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("the API did not answer /health within 60 s")
+        raise TimeoutError(f"the API did not answer /health within {START_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
@@ -256,7 +257,7 @@ class Stack:
                 "--address=127.0.0.1"]  # fmt: skip
         # the password in the environment, not on the command line (Flower reads FLOWER_* options)
         process = self._start("flower", argv, {**self.env, "FLOWER_BASIC_AUTH": f"{c.flower_user}:{c.flower_password}"})
-        _wait_port(c.flower_port, 60, "Flower", process)
+        _wait_port(c.flower_port, START_S, "Flower", process)  # it imports the tasks (torch)
 
     def workers_ready(self, names: list[str], timeout: float = 120) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
