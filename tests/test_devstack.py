@@ -74,6 +74,8 @@ def test_stored_objects_are_served_only_with_s3_credentials(stack: Stack, store:
             except httpx.TransportError:
                 continue  # nothing listens: nothing served
             assert response.status_code in (401, 403, 404), (what, response.status_code)
-            assert content not in response.content and b"filer-check" not in response.content, what
+            assert content not in response.content, what
+            if "listing" in what:
+                assert b"filer-check" not in response.content, what
     finally:
         store.client.remove_object(store.bucket, key)

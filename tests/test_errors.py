@@ -17,7 +17,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
 from api.errors import Unavailable, install_error_handling, invalid_field
-from api.fields import PRINTABLE, text_problem
+from api.fields import PRINTABLE, BooleanParam, DateTimeParam, text_problem
 from api.task_totals import BUCKETS_S, LOOKBACK, TaskRunTotals
 from db.models import Base, Case, Clinic, TaskRun
 
@@ -66,6 +66,10 @@ def _app() -> FastAPI:
     def text(value: str = Query(max_length=5, pattern=PRINTABLE)) -> dict:
         return {"value": value}
 
+    @app.get("/query")
+    def query(since: DateTimeParam | None = None, flag: BooleanParam | None = None) -> dict:
+        return {"since": since, "flag": flag}
+
     install_error_handling(app)
     return app
 
@@ -82,6 +86,10 @@ def _app() -> FastAPI:
         ("/own-check", 422, "not a cursor"),
         ("/text?value=a%00b", 422, "should match pattern"),
         ("/text?value=abcdef", 422, "at most 5 characters"),
+        ("/query?since=0.5", 422, "RFC 3339"),
+        ("/query?since=2026-12-03", 422, "RFC 3339"),
+        ("/query?flag=yes", 422, "true or false"),
+        ("/query?flag=0", 422, "true or false"),
     ],
 )
 def test_every_error_has_one_shape_and_no_internals(path: str, status: int, says: str) -> None:
@@ -94,12 +102,14 @@ def test_every_error_has_one_shape_and_no_internals(path: str, status: int, says
     assert not [leak for leak in LEAKS if leak in response.text]
     if status == 500:
         assert body["request_id"] in body["detail"]  # the id to quote
-    if path.startswith(("/text", "/own-check")):
+    if path.startswith(("/text", "/own-check", "/query")):
         assert body["errors"] and body["errors"][0]["loc"][0] == "query"
 
 
 def test_the_request_id_is_on_every_response_and_a_callers_is_kept() -> None:
     client = TestClient(_app())
+    valid = client.get("/query", params={"since": "2026-12-03T09:00:00.5+01:00", "flag": "false"})
+    assert valid.json() == {"since": "2026-12-03T09:00:00.500000+01:00", "flag": False}
     ok = client.get("/text", params={"value": "abc"})
     assert ok.status_code == 200 and len(ok.headers["X-Request-ID"]) == 32
     assert client.get("/text", params={"value": "abc"}).headers["X-Request-ID"] != ok.headers["X-Request-ID"]
@@ -218,3 +228,20 @@ def test_task_run_totals_follow_the_rows_and_never_go_down() -> None:
         assert _seen(totals, session) == counted
         assert _seen(TaskRunTotals(), session) == _expected(session)  # a new process starts from the rows
     engine.dispose()
+
+
+def test_metrics_want_the_configured_bearer_token() -> None:
+    from api.routers.metrics import metrics_scraper
+    from infra.settings import Settings
+
+    for unset in (None, ""):
+        with pytest.raises(HTTPException) as refused:
+            metrics_scraper(Settings(metrics_token=unset), "Bearer ")
+        assert refused.value.status_code == 403  # no token configured: nobody scrapes
+    configured = Settings(metrics_token="t0ken-for-prometheus")
+    for authorization in (None, "", "Bearer", "Bearer wrong", "Basic t0ken-for-prometheus", "t0ken-for-prometheus"):
+        with pytest.raises(HTTPException) as refused:
+            metrics_scraper(configured, authorization)
+        assert refused.value.status_code == 401 and refused.value.headers == {"WWW-Authenticate": "Bearer"}
+    assert metrics_scraper(configured, "Bearer t0ken-for-prometheus") is None
+    assert metrics_scraper(configured, "bearer t0ken-for-prometheus") is None  # the scheme is case-insensitive

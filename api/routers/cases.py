@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Caller, current_caller, current_clinic, get_db
 from api.errors import STORAGE_DOWN, Unavailable, invalid_field
-from api.fields import PRINTABLE, CaseIdPath, column_length, text_problem
+from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, column_length, text_problem
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
@@ -265,10 +265,10 @@ def list_cases(
     clinic_id: Annotated[int, Depends(current_clinic)],
     db: Annotated[Session, Depends(get_db)],
     status: Literal[CASE_STATUSES] | None = None,  # type: ignore[valid-type]
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: DateTimeParam | None = None,
+    until: DateTimeParam | None = None,
     karyotype: Annotated[str | None, _text_query(Case.karyotype, "ISCN, exactly")] = None,
-    abnormal: bool | None = None,
+    abnormal: BooleanParam | None = None,
     reference: Annotated[str | None, _text_query(Case.reference)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
