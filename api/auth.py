@@ -10,11 +10,15 @@ from fastapi import Depends, Header, HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.errors import answers
 from db.admin import KEY_PREFIX_LENGTH, hash_key
 from db.models import ApiKey
 from db.session import get_sessionmaker
 
+MAX_KEY_LENGTH = 100  # generated keys have 46 characters
 
+
+@answers(503)  # the database unreachable (api.errors)
 def get_db() -> Iterator[Session]:
     session = get_sessionmaker()()
     try:
@@ -30,8 +34,10 @@ class Caller:
 
 
 def caller_for_key(db: Session, key: str | None) -> Caller | None:
-    """The clinic and key row of a valid, unrevoked key, else None."""
-    if not key:
+    """The clinic and key row of a valid, unrevoked key, else None. Keys are short printable
+    ASCII ("kf_" and URL-safe base64): anything else is no key, and never reaches the database
+    (which cannot compare a NUL)."""
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         return None
     row = db.scalar(
         select(ApiKey).where(
@@ -47,6 +53,7 @@ def clinic_for_key(db: Session, key: str | None) -> int | None:
     return caller.clinic_id if caller is not None else None
 
 
+@answers(401)
 def current_caller(
     db: Annotated[Session, Depends(get_db)], x_api_key: Annotated[str | None, Header()] = None
 ) -> Caller:

@@ -7,6 +7,20 @@ from datetime import datetime
 from pydantic import BaseModel
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]  # where: ["query", "reference"], ["body", "files", 0, "filename"], ...
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx and 5xx) has this shape."""
+
+    detail: str  # what went wrong, for a person; never SQL, hosts or keys
+    request_id: str  # also the X-Request-ID header; the service's log has the details under it
+    errors: list[FieldError] = []  # 422: each field that was refused
+
+
 class Health(BaseModel):
     status: str
     classifier_loaded: bool

@@ -14,6 +14,9 @@ import numpy as np
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
+from api.errors import invalid_field
+from api.fields import column_length, text_problem
+from db.models import CaseImage
 from karyoflow.pipeline import grey_from_bytes
 from karyoflow.straighten import FOREGROUND_LEVEL
 
@@ -38,9 +41,16 @@ class CheckedImage:
         return grey_from_bytes(self.data)
 
 
-async def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, min_side: int, kind: str) -> CheckedImage:
-    """`kind` names what the image should be ("a metaphase image") in the too-small message."""
+async def check_image(
+    upload: UploadFile, position: int, *, max_bytes: int, max_pixels: int, min_side: int, kind: str
+) -> CheckedImage:
+    """`position`: the file's index in the request's `files`; `kind` names what the image should
+    be ("a metaphase image") in the too-small message. The file's name must fit the column it is
+    stored in and hold no control character (it is not repeated in that refusal)."""
     name = upload.filename or "upload"
+    problem = text_problem(name, column_length(CaseImage.filename))
+    if problem is not None:
+        raise invalid_field(("body", "files", position, "filename"), f"file {position}'s name: {problem}")
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: larger than {max_bytes} bytes")

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
 
     # monitoring
     flower_url: str = "http://127.0.0.1:5555"  # as the lab's browsers reach it
+    # the bearer token Prometheus scrapes /metrics with; unset or empty: /metrics refuses everyone
+    metrics_token: SecretStr | None = None
 
     # reliability
     task_soft_time_limit_s: int = 300

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
+import httpx
 from PIL import Image
 
 from karyoflow.data.bioimlab import read_mci
@@ -85,3 +87,13 @@ def wait_status(stack: Stack, key: str, case_id: str, status: str, timeout: floa
             api.wait_status(case_id, status, timeout)
         except CaseTimeout:
             raise AssertionError(f"case {case_id} never reached {status}") from None
+
+
+def wait_ready(stack: Stack, timeout: float = 90) -> None:
+    """Until the API's readiness says every dependency is back."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200:
+            return
+        time.sleep(1)
+    raise AssertionError(f"not ready after {timeout} s")

@@ -39,4 +39,6 @@ def test_compose_file_is_valid_and_complete() -> None:
     resolved = compose("config").stdout
     assert "driver: nvidia" in resolved  # the GPU worker reserves a GPU
     assert resolved.count("healthcheck:") >= 5
-    assert "--basic-auth=" in resolved  # Flower is not open to everyone
+    # Flower is not open to everyone, /metrics included, and its password is not on a command line
+    assert "workers.flower" in resolved and "FLOWER_BASIC_AUTH:" in resolved and "basic-auth" not in resolved
+    assert "KARYO_METRICS_TOKEN:" in resolved  # the API's /metrics wants a bearer token

@@ -82,24 +82,60 @@ def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labe
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
-@pytest.mark.system
-def test_metrics_histograms_match_the_task_runs(stack: Stack, db: Session, labelled_dir: Path) -> None:
-    key = stack.create_clinic("Clinic Metrics")
-    wait_done(stack, key, [submit(stack, key, [labelled_dir / "mci" / "original_1.json"])])
-    text = httpx.get(f"{stack.api_url}/metrics", timeout=30).text
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    db.expire_all()
-    query = select(TaskRun.stage, func.count()).where(TaskRun.status == "ok").group_by(TaskRun.stage)
-    expected = {stage: count for stage, count in db.execute(query).all()}
+def scrape(stack: Stack) -> dict:
+    """/metrics with the stack's bearer token, parsed."""
+    response = httpx.get(
+        f"{stack.api_url}/metrics", headers={"Authorization": f"Bearer {stack.config.metrics_token}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return {f.name: f for f in text_string_to_metric_families(response.text)}
+
+
+def stage_counts(families: dict) -> dict[str, float]:
     histogram = families["karyoflow_stage_duration_seconds"]
-    counts = {s.labels["stage"]: s.value for s in histogram.samples if s.name.endswith("_count")}
-    assert counts == {stage: expected.get(stage, 0) for stage in ("segment", "classify", "assemble")}
-    assert all(counts[stage] > 0 for stage in counts)
+    return {s.labels["stage"]: s.value for s in histogram.samples if s.name.endswith("_count")}
+
+
+@pytest.mark.system
+def test_metrics_histograms_count_the_task_runs(stack: Stack, db: Session, labelled_dir: Path) -> None:
+    """A case's task runs, as SQL has them, are what the running totals add between two scrapes."""
+    key = stack.create_clinic("Clinic Metrics")
+    before = scrape(stack)
+    case_id = submit(stack, key, [labelled_dir / "mci" / "original_1.json"])
+    wait_done(stack, key, [case_id])
+    after = scrape(stack)
+    db.expire_all()
+    query = select(TaskRun.stage, func.count()).where(TaskRun.case_id == case_id, TaskRun.status == "ok")
+    expected = {stage: count for stage, count in db.execute(query.group_by(TaskRun.stage)).all()}
+    assert set(expected) == {"segment", "classify", "assemble"} and expected["classify"] > 30
+    added = {stage: after_count - stage_counts(before)[stage] for stage, after_count in stage_counts(after).items()}
+    assert added == expected
+    ok_runs = {s.labels["stage"]: s.value for s in after["karyoflow_tasks"].samples if s.labels["status"] == "ok"}
+    assert all(ok_runs[stage] == stage_counts(after)[stage] for stage in expected)  # the two views agree
+    histogram = after["karyoflow_stage_duration_seconds"]
     infinite = {s.labels["stage"]: s.value for s in histogram.samples if s.labels.get("le") == "+Inf"}
-    assert infinite == counts
-    cases = {s.labels["status"]: s.value for s in families["karyoflow_cases"].samples}
+    assert infinite == stage_counts(after)
+    cases = {s.labels["status"]: s.value for s in after["karyoflow_cases"].samples}
     assert cases["done"] == db.scalar(select(func.count()).select_from(Case).where(Case.status == "done"))
-    assert {s.labels["queue"] for s in families["karyoflow_queue_depth"].samples} == {"segment", "classify", "assemble"}
+    assert {s.labels["queue"] for s in after["karyoflow_queue_depth"].samples} == {"segment", "classify", "assemble"}
+
+
+@pytest.mark.system
+def test_metrics_refuse_anonymous_scrapes_on_the_api_and_flower(stack: Stack) -> None:
+    url = f"{stack.api_url}/metrics"
+    anonymous = httpx.get(url, timeout=30)
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
+    assert "karyoflow_cases" not in anonymous.text
+    for authorization in ("Bearer wrong-token", f"Basic {stack.config.metrics_token}", stack.config.metrics_token):
+        assert httpx.get(url, headers={"Authorization": authorization}, timeout=30).status_code == 401
+    assert "karyoflow_cases" in scrape(stack)
+    for page in ("/metrics", "/healthcheck", "/api/workers"):
+        refused = httpx.get(f"{stack.flower_url}{page}", timeout=30)
+        assert refused.status_code == 401, (page, refused.status_code)
+        assert "flower_" not in refused.text and "celery" not in refused.text.lower()
+    auth = (stack.config.flower_user, stack.config.flower_password)
+    flower_metrics = httpx.get(f"{stack.flower_url}/metrics", auth=auth, timeout=30)
+    assert flower_metrics.status_code == 200 and "flower_" in flower_metrics.text
 
 
 @pytest.mark.system

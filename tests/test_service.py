@@ -26,7 +26,7 @@ from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
 from service.devstack.stack import Stack
-from tests.helpers import offset_port, png_of, submit, wait_done, wait_status
+from tests.helpers import offset_port, png_of, submit, wait_done, wait_ready, wait_status
 
 pytestmark = pytest.mark.system
 
@@ -283,15 +283,6 @@ def test_a_task_that_fails_for_good_marks_its_case_failed(
     assert again["status"] == "failed" and again["error"] == case["error"]
 
 
-def wait_ready(stack: Stack, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if httpx.get(f"{stack.api_url}/health/ready", timeout=30).status_code == 200:
-            return
-        time.sleep(1)
-    raise AssertionError(f"not ready after {timeout} s")
-
-
 def test_a_finished_case_is_erased_and_storage_down_only_delays_it(
     stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
 ) -> None:
@@ -389,19 +380,26 @@ def test_client_commands(stack: Stack, labelled_dir: Path, tmp_path: Path, capsy
 def test_stack_command_starts_and_stops_everything(tmp_path: Path, monkeypatch, capsys) -> None:
     from service.cli import main as karyo
 
-    monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "elsewhere"))  # --dir wins over it
+    directory = ["--dir", str(tmp_path / "stack")]
     # beside the session stack's ports; S3 50 above its (SeaweedFS's other ports follow S3's)
     api_port = offset_port(8721)
     ports = ["--api-port", str(api_port), "--redis-port", str(offset_port(6392)), "--s3-port", str(offset_port(18383))]
     try:
-        assert karyo(["stack", "up", "--sqlite", *ports, "--flower-port", str(offset_port(5577))]) == 0
+        assert karyo(["stack", "up", "--sqlite", *directory, *ports, "--flower-port", str(offset_port(5577))]) == 0
         printed = capsys.readouterr().out
         assert f"http://127.0.0.1:{api_port}" in printed and "kf_" in printed
-        assert karyo(["stack", "status"]) == 0
+        state = tmp_path / "stack" / "state.json"
+        assert state.stat().st_mode & 0o777 == 0o600 and "dev_api_key" in state.read_text()
+        assert karyo(["stack", "status"]) == 1  # nothing runs from $KARYO_STACK_DIR
+        capsys.readouterr()
+        assert karyo(["stack", "status", *directory]) == 0
         status = capsys.readouterr().out
         assert "segment 0" in status and "/health 200  /health/ready 200" in status and "STOPPED" not in status
+        monkeypatch.setenv("KARYO_STACK_DIR", str(tmp_path / "stack"))
         assert karyo(["cases", "list", "--json"]) == 0  # URL and key found without flags
         assert json.loads(capsys.readouterr().out)["items"] == []
     finally:
-        karyo(["stack", "down"])
-    assert karyo(["stack", "status"]) == 1
+        karyo(["stack", "down", *directory])
+    assert not state.exists()
+    assert karyo(["stack", "status", *directory]) == 1

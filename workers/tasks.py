@@ -42,7 +42,6 @@ from workers.runtime import get_karyotyper, get_store
 # builtin ConnectionError/TimeoutError, so they are named here.
 BROKER_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerOperationalError)
 TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError, *BROKER_DOWN)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 KARYOTYPE_COLUMN = Case.karyotype.type.length  # cases.karyotype is String(200)
 log = logging.getLogger("karyoflow.worker")
 
@@ -85,6 +84,12 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def worker_name(task: Task) -> str:
+    """Who ran the task: the worker's node name (`gpu0@host`) and the id of the process that ran
+    it, read as it runs (a prefork worker's child, not the parent that imported this module)."""
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+
+
 def _record(case_id: str, image_id: str | None, stage: str, task: Task, started: float, error: str | None = None):
     now = datetime.now(UTC)
     try:
@@ -95,7 +100,7 @@ def _record(case_id: str, image_id: str | None, stage: str, task: Task, started:
                     image_id=image_id,
                     stage=stage,
                     task_id=task.request.id or "",
-                    worker=WORKER,
+                    worker=worker_name(task),
                     status="ok" if error is None else "failed",
                     started_at=datetime.fromtimestamp(started, UTC),
                     finished_at=now,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import current_clinic, get_db
+from api.fields import PRINTABLE, column_length
 from api.schemas import AuditEventOut
 from db.models import AuditEvent
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def list_audit_events(
     clinic_id: Annotated[int, Depends(current_clinic)],
     db: Annotated[Session, Depends(get_db)],
-    case_id: str | None = None,
+    case_id: Annotated[str | None, Query(max_length=column_length(AuditEvent.case_id), pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditEventOut]:
     """The clinic's audit events, newest first; `case_id` narrows them to one case."""

@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import Caller, current_caller, current_clinic, get_db
+from api.errors import STORAGE_DOWN, Unavailable, invalid_field
+from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, column_length, text_problem
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
@@ -39,7 +41,7 @@ def get_store() -> ObjectStore:
     try:
         return _store()
     except Exception as error:  # S3 down at first use: say so, and try again next request
-        raise HTTPException(503, f"object storage unavailable: {error}") from error
+        raise Unavailable("object storage unavailable; try again shortly") from error
 
 
 def enqueue(image_id: str) -> None:
@@ -48,13 +50,13 @@ def enqueue(image_id: str) -> None:
     segment_image.apply_async(args=(image_id,))
 
 
-@router.post("", status_code=202, response_model=CaseCreated)
+@router.post("", status_code=202, response_model=CaseCreated, responses={413: {}, 415: {}})
 async def create_case(
     files: list[UploadFile],
     caller: Annotated[Caller, Depends(current_caller)],
     db: Annotated[Session, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
-    reference: Annotated[str, Form(max_length=200)] = "",
+    reference: Annotated[str, Form(max_length=column_length(Case.reference), pattern=PRINTABLE)] = "",
     stain: Annotated[
         Literal["q", "g", "auto"], Form(description="q (Q-band), g (G-band) or auto: detected per image")
     ] = "auto",
@@ -63,18 +65,19 @@ async def create_case(
     stored (database and object storage) before anything is enqueued. A bad file creates
     nothing. If the queue is down the case waits for the sweeper."""
     if not files:
-        raise HTTPException(422, "no files")
+        raise invalid_field(("body", "files"), "no files")
     if len(files) > settings.max_images_per_case:
-        raise HTTPException(422, f"at most {settings.max_images_per_case} images per case")
+        raise invalid_field(("body", "files"), f"at most {settings.max_images_per_case} images per case")
     checked = [
         await check_image(
             f,
+            position,
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
             min_side=MIN_MCI_SIDE,
             kind="a metaphase image",
         )
-        for f in files
+        for position, f in enumerate(files)
     ]
     store = get_store()
     clinic_id = caller.clinic_id
@@ -106,7 +109,9 @@ async def create_case(
             store.delete_prefix(f"clinics/{clinic_id}/cases/{case.id}/")
         except Exception:  # storage itself is down: nothing readable was left either
             log.exception("could not clean up after a failed upload")
-        raise HTTPException(503, f"storage unavailable, nothing was stored: {error}") from error
+        if isinstance(error, (*STORAGE_DOWN, S3Error)):
+            raise Unavailable("object storage unavailable, nothing was stored; try again shortly") from error
+        raise  # the database's errors and bugs: the error mapping (api.errors) answers them
     for image in images:
         try:
             enqueue(image.id)
@@ -135,8 +140,7 @@ def _read_object(key: str) -> bytes:
         if isinstance(error, S3Error) and error.code == "NoSuchKey":  # retrying will not help
             log.error("object %s missing from storage", key)
             raise HTTPException(404, "the stored object is missing (reported to the service's log)") from error
-        log.error("object storage unavailable reading %s: %s", key, error)
-        raise HTTPException(503, "object storage unavailable; try again shortly") from error
+        raise Unavailable("object storage unavailable; try again shortly") from error
 
 
 def _own_case(db: Session, clinic_id: int, case_id: str, lock: bool = False) -> Case:
@@ -148,7 +152,7 @@ def _own_case(db: Session, clinic_id: int, case_id: str, lock: bool = False) -> 
 
 @router.get("/{case_id}", response_model=CaseOut)
 def get_case(
-    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+    case_id: CaseIdPath, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
 ) -> CaseOut:
     case = _own_case(db, clinic_id, case_id)
     return CaseOut(
@@ -163,9 +167,9 @@ def get_case(
     )
 
 
-@router.delete("/{case_id}", status_code=204, response_class=Response, responses={409: {}, 503: {}})
+@router.delete("/{case_id}", status_code=204, response_class=Response, responses={409: {}})
 def delete_case(
-    case_id: str, caller: Annotated[Caller, Depends(current_caller)], db: Annotated[Session, Depends(get_db)]
+    case_id: CaseIdPath, caller: Annotated[Caller, Depends(current_caller)], db: Annotated[Session, Depends(get_db)]
 ) -> Response:
     """Erase a finished (done or failed) case: its originals, ICIs, masks, karyograms and
     reports, then its rows (chromosomes, task runs, images, the case). The case is marked
@@ -181,8 +185,8 @@ def delete_case(
     try:
         get_store().delete_prefix(f"clinics/{clinic_id}/cases/{case_id}/")
     except Exception as error:
-        raise HTTPException(
-            503, f"object storage unavailable ({error}); case {case_id} is marked deleting: repeat the request"
+        raise Unavailable(
+            f"object storage unavailable; case {case_id} is marked deleting: repeat the request"
         ) from error
     image_ids = select(CaseImage.id).where(CaseImage.case_id == case_id)
     try:
@@ -208,9 +212,9 @@ def _image(case: Case, position: int) -> CaseImage:
     raise HTTPException(404, f"case {case.id} has no image {position}")
 
 
-@router.get("/{case_id}/karyogram", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get("/{case_id}/karyogram", response_class=Response, responses={200: {"content": {"image/png": {}}}, 409: {}})
 def get_karyogram(
-    case_id: str,
+    case_id: CaseIdPath,
     clinic_id: Annotated[int, Depends(current_clinic)],
     db: Annotated[Session, Depends(get_db)],
     image: Annotated[int, Query(ge=0, description="image position in the case")] = 0,
@@ -224,9 +228,9 @@ def get_karyogram(
     return Response(_read_object(row.karyogram_key), media_type="image/png")
 
 
-@router.get("/{case_id}/report")
+@router.get("/{case_id}/report", responses={409: {}})
 def get_report(
-    case_id: str, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
+    case_id: CaseIdPath, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
 ) -> dict:
     """The JSON reports of the case's images (schema: docs/report.md)."""
     case = _own_case(db, clinic_id, case_id)
@@ -243,27 +247,36 @@ def _encode_cursor(case: Case) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, case_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), case_id
-    except ValueError as error:
-        raise HTTPException(422, "bad cursor") from error
+        created_at = datetime.fromisoformat(created)
+    except ValueError as error:  # also bad base64 (binascii.Error) and bad UTF-8
+        raise invalid_field(("query", "cursor"), "not a cursor this service gave out (next_cursor)") from error
+    if text_problem(case_id, column_length(Case.id)) is not None:
+        raise invalid_field(("query", "cursor"), "not a cursor this service gave out (next_cursor)")
+    return created_at, case_id
+
+
+# query text compared with a column: printable and no longer than the column
+def _text_query(column, description: str | None = None):  # noqa: ANN202 - FastAPI's Query
+    return Query(max_length=column_length(column), pattern=PRINTABLE, description=description)
 
 
 @router.get("", response_model=CasePage)
 def list_cases(
     clinic_id: Annotated[int, Depends(current_clinic)],
     db: Annotated[Session, Depends(get_db)],
-    status: Annotated[str | None, Query(description="|".join(CASE_STATUSES))] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    karyotype: str | None = None,
-    abnormal: bool | None = None,
-    reference: str | None = None,
+    status: Literal[CASE_STATUSES] | None = None,  # type: ignore[valid-type]
+    since: DateTimeParam | None = None,
+    until: DateTimeParam | None = None,
+    karyotype: Annotated[str | None, _text_query(Case.karyotype, "ISCN, exactly")] = None,
+    abnormal: BooleanParam | None = None,
+    reference: Annotated[str | None, _text_query(Case.reference)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_=-]*$", description="next_cursor of the page before")
+    ] = None,
 ) -> CasePage:
-    """The clinic's cases, newest first, with a cursor for the next page."""
-    if status is not None and status not in CASE_STATUSES:
-        raise HTTPException(422, f"status must be one of {', '.join(CASE_STATUSES)}")
+    """The clinic's cases, newest first, with a cursor for the next page (no cursor, or an
+    empty one: the first page)."""
     query = select(Case).where(Case.clinic_id == clinic_id)
     if status is not None:
         query = query.where(Case.status == status)
@@ -277,7 +290,7 @@ def list_cases(
         query = query.where(Case.abnormal.is_(abnormal))
     if reference is not None:
         query = query.where(Case.reference == reference)
-    if cursor is not None:
+    if cursor:
         created, case_id = _decode_cursor(cursor)
         query = query.where(or_(Case.created_at < created, and_(Case.created_at == created, Case.id < case_id)))
     rows = db.scalars(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)).all()

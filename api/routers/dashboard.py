@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from api.auth import clinic_for_key, get_db
+from api.errors import answers
 from api.monitoring import case_figures, queue_depths, workers_online
 from infra.settings import Settings, get_settings
 
@@ -25,6 +26,7 @@ LOGIN = (Path(__file__).resolve().parents[1] / "templates" / "login.html").read_
 COOKIE = "karyoflow_key"
 
 
+@answers(401)
 def dashboard_clinic(
     db: Annotated[Session, Depends(get_db)],
     karyoflow_key: Annotated[str | None, Cookie()] = None,

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import current_clinic
 from api.deps import get_classifier
+from api.errors import invalid_field
 from api.schemas import CellClassification, IciClassification
 from api.uploads import check_image
 from infra.settings import Settings, get_settings
@@ -50,16 +51,17 @@ async def classify_icis(
     """Classify the ICIs of one cell and call its karyotype (send all of a cell's ICIs together:
     they share its scale, and the karyotype assignment needs the whole cell)."""
     if len(files) > settings.max_icis_per_request:
-        raise HTTPException(422, f"at most {settings.max_icis_per_request} ICIs per request")
+        raise invalid_field(("body", "files"), f"at most {settings.max_icis_per_request} ICIs per request")
     checked = [
         await check_image(
             f,
+            position,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
             min_side=MIN_ICI_SIDE,
             kind="a chromosome image",
         )
-        for f in files
+        for position, f in enumerate(files)
     ]
     names = [f.filename or "" for f in files]
     result = await run_in_threadpool(_karyotype_cell, [item.grey() for item in checked], names, stain)

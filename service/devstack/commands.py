@@ -1,14 +1,13 @@
 """`karyo stack`: start, inspect and stop the development stack.
 
 karyo stack up [--sqlite] [--dir DIR]    start everything; print the API URL and a dev API key
-karyo stack status                       what runs, queue depths, cases by status
-karyo stack down
+karyo stack status [--dir DIR]           what runs, queue depths, cases by status
+karyo stack down [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from karyoflow.cli.common import UsageError
-from service.devstack.stack import Stack, StackConfig, alive_processes, read_state, state_dir
+from service.devstack.stack import Stack, StackConfig, alive_processes, read_state, state_dir, write_state_file
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
@@ -42,19 +41,21 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
         stack.down()
         raise
     key = stack.create_clinic("development")
-    state = json.loads((directory / "state.json").read_text())
+    state = read_state(directory)
     state["dev_api_key"] = key
-    (directory / "state.json").write_text(json.dumps(state, indent=1))
+    write_state_file(directory, state)
     print(f"API      {stack.api_url}  (docs: {stack.api_url}/docs)")
     print(f"API key  {key}  (clinic 'development')")
     print(f"Flower   {stack.flower_url}  (user {config.flower_user}, password {config.flower_password})")
-    print(f"dashboard {stack.api_url}/dashboard   metrics {stack.api_url}/metrics")
+    print(f"dashboard {stack.api_url}/dashboard   metrics {stack.api_url}/metrics (bearer token:")
+    print(f"         KARYO_METRICS_TOKEN in {directory / 'state.json'}, readable by you only)")
     print(f"logs     {stack.logs}")
     return 0
 
 
 def cmd_stack_down(args: argparse.Namespace) -> int:
-    state = read_state()
+    directory = args.dir or state_dir()
+    state = read_state(directory)
     for pid in state.get("pids", {}).values():
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -65,7 +66,7 @@ def cmd_stack_down(args: argparse.Namespace) -> int:
         time.sleep(0.3)
     for name in alive_processes(state):
         os.killpg(state["pids"][name], signal.SIGKILL)
-    (state_dir() / "state.json").unlink(missing_ok=True)
+    (directory / "state.json").unlink(missing_ok=True)
     print("stack stopped")
     return 0
 
@@ -75,7 +76,7 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
     from api.readiness import OK, check_dependencies
     from infra.settings import Settings
 
-    state = read_state()
+    state = read_state(args.dir or state_dir())
     if not state:
         print("no stack (karyo stack up)")
         return 1
@@ -138,7 +139,8 @@ def _print_case_figures(database_url: str) -> None:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     stack = commands.add_parser("stack", help="a local stack without Docker").add_subparsers(dest="what", required=True)
     up = stack.add_parser("up", help="start Redis, SeaweedFS, the database, the API, workers and the sweeper")
-    up.add_argument("--dir", type=Path, default=None, help="state folder (default: $KARYO_STACK_DIR)")
+    state_folder = {"type": Path, "default": None, "help": "state folder (default: $KARYO_STACK_DIR)"}
+    up.add_argument("--dir", **state_folder)
     up.add_argument("--sqlite", action="store_true", help="SQLite instead of the machine's PostgreSQL")
     up.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     up.add_argument("--api-port", type=int, default=8700)
@@ -146,5 +148,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--s3-port", type=int, default=18333)
     up.add_argument("--flower-port", type=int, default=5566)
     up.set_defaults(func=cmd_stack_up)
-    stack.add_parser("down", help="stop the stack").set_defaults(func=cmd_stack_down)
-    stack.add_parser("status", help="processes, queue depths, cases by status").set_defaults(func=cmd_stack_status)
+    down = stack.add_parser("down", help="stop the stack")
+    down.add_argument("--dir", **state_folder)
+    down.set_defaults(func=cmd_stack_down)
+    status = stack.add_parser("status", help="processes, queue depths, cases by status")
+    status.add_argument("--dir", **state_folder)
+    status.set_defaults(func=cmd_stack_status)

@@ -3,8 +3,13 @@
 Starts what the service needs as child processes: a Redis (its own redis-server, so it can be
 stopped and restarted), SeaweedFS (`weed mini`, S3 with credentials), the database (a PostgreSQL
 database created on the machine's server, or SQLite), the migrations, the API under uvicorn, two
-Celery workers (segment+classify and assemble+classify) and the sweeper. Every process gets the
-same KARYO_* environment. `Stack.up()` returns once every service answers.
+Celery workers (segment+classify and assemble+classify), the sweeper and Flower. Every process
+gets the same KARYO_* environment. `Stack.up()` returns once every service answers.
+
+Secrets (the S3 key, Flower's password, the metrics token; random per stack) travel in the
+environment, never on a command line (which every local user can read in the process table),
+and the state file that keeps them is readable by its owner only. SeaweedFS answers only S3
+with credentials: its filer's HTTP port (which would serve every object to anyone) is off.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
+START_S = 180  # importing torch and the pipeline: seconds, over a minute on a busy 2-core machine
 
 
 def state_dir() -> Path:
@@ -38,6 +44,17 @@ def read_state(directory: Path | None = None) -> dict:
     no stack was started there."""
     path = (directory or state_dir()) / "state.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_state_file(directory: Path, state: dict) -> None:
+    """Writes the state file readable by its owner only (it holds the dev API key and the
+    stack's secrets), atomically: a reader sees the old file or the new one."""
+    path = directory / "state.json"
+    partial = path.with_suffix(".json.partial")
+    partial.unlink(missing_ok=True)  # a left-over one would keep its own mode
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        json.dump(state, out, indent=1)
+    os.replace(partial, path)
 
 
 def alive_processes(state: dict) -> list[str]:
@@ -96,6 +113,8 @@ class StackConfig:
     flower_port: int = 5566
     flower_user: str = "admin"
     flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    s3_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -109,7 +128,7 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.processes: dict[str, subprocess.Popen] = {}
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the stack's data and secrets
         self.logs = config.state_dir / "logs"
         self.logs.mkdir(exist_ok=True)
 
@@ -123,9 +142,10 @@ class Stack:
             KARYO_REDIS_URL=f"redis://127.0.0.1:{c.redis_port}/0",
             KARYO_S3_ENDPOINT=f"127.0.0.1:{c.s3_port}",
             KARYO_S3_ACCESS_KEY="karyoflow",
-            KARYO_S3_SECRET_KEY="karyoflow-stack-secret",
+            KARYO_S3_SECRET_KEY=c.s3_secret_key,
             KARYO_STUCK_AFTER_S=str(c.stuck_after_s),
             KARYO_FLOWER_URL=self.flower_url,
+            KARYO_METRICS_TOKEN=c.metrics_token,
             PYTHONPATH=str(REPO),
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
         )
@@ -167,12 +187,15 @@ class Stack:
         data = c.state_dir / "s3"
         data.mkdir(exist_ok=True)
         offset = c.s3_port - 8333  # every SeaweedFS port moved by the same offset
-        env = {**self.env, "AWS_ACCESS_KEY_ID": "karyoflow", "AWS_SECRET_ACCESS_KEY": "karyoflow-stack-secret"}
+        env = {**self.env, "AWS_ACCESS_KEY_ID": "karyoflow", "AWS_SECRET_ACCESS_KEY": c.s3_secret_key}
+        # -disableHttp: the filer's HTTP port would serve every object without credentials (S3
+        # reaches the filer over gRPC); no admin UI, no Iceberg or Lance catalog ports
         argv = [
             _binary("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-webdav=false", f"-s3.port={c.s3_port}",
             f"-master.port={9333 + offset}", f"-volume.port={8080 + offset}",
             f"-filer.port={8888 + offset}", f"-admin.port={23646 + offset}",
+            "-disableHttp", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         _port_free(c.s3_port, "SeaweedFS S3")
         process = self._start("s3", argv, env)
@@ -205,7 +228,7 @@ class Stack:
                 "--port", str(self.config.api_port)]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
-        deadline = time.time() + 60
+        deadline = time.time() + START_S
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API exited with code {process.returncode}")
@@ -215,7 +238,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("the API did not answer /health within 60 s")
+        raise TimeoutError(f"the API did not answer /health within {START_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
@@ -230,10 +253,11 @@ class Stack:
     def start_flower(self) -> None:
         c = self.config
         _port_free(c.flower_port, "Flower")
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={c.flower_port}",
-                "--address=127.0.0.1", f"--basic-auth={c.flower_user}:{c.flower_password}"]  # fmt: skip
-        process = self._start("flower", argv)
-        _wait_port(c.flower_port, 60, "Flower", process)
+        argv = [sys.executable, "-m", "celery", "-A", "workers.flower", "flower", f"--port={c.flower_port}",
+                "--address=127.0.0.1"]  # fmt: skip
+        # the password in the environment, not on the command line (Flower reads FLOWER_* options)
+        process = self._start("flower", argv, {**self.env, "FLOWER_BASIC_AUTH": f"{c.flower_user}:{c.flower_password}"})
+        _wait_port(c.flower_port, START_S, "Flower", process)  # it imports the tasks (torch)
 
     def workers_ready(self, names: list[str], timeout: float = 120) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
@@ -298,4 +322,4 @@ class Stack:
             "pids": {name: p.pid for name, p in self.processes.items()},
             "env": {k: v for k, v in self.env.items() if k.startswith("KARYO_")},
         }
-        (self.config.state_dir / "state.json").write_text(json.dumps(state, indent=1))
+        write_state_file(self.config.state_dir, state)
