@@ -93,7 +93,8 @@ def _case(karyotypes: list[str], excluded: tuple[int, ...] = ()):
     from db.models import Case, CaseImage
 
     images = [
-        CaseImage(position=n, status="done", karyotype=iscn, excluded=n in excluded) for n, iscn in enumerate(karyotypes)
+        CaseImage(position=n, status="done", karyotype=iscn, excluded=n in excluded)
+        for n, iscn in enumerate(karyotypes)
     ]
     return Case(), images
 
