@@ -12,15 +12,30 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.readiness import describe_error
-from api.routers import audit, cases, dashboard, health, icis, metrics
+from api.routers import (
+    audit,
+    case_pages,
+    case_reports,
+    cases,
+    dashboard,
+    health,
+    icis,
+    metrics,
+    review,
+    reviewed_metaphases,
+)
 
 log = logging.getLogger("karyoflow.api")
 app = FastAPI(title="Karyoflow", version="0.1.0")
 app.include_router(health.router)
 app.include_router(icis.router)
 app.include_router(cases.router)
+app.include_router(review.router)
+app.include_router(case_reports.router)
+app.include_router(reviewed_metaphases.router)
 app.include_router(audit.router)
 app.include_router(dashboard.router)
+app.include_router(case_pages.router)
 app.include_router(metrics.router)
 app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
 

@@ -86,8 +86,9 @@ class CasePage(BaseModel):
 
 class AuditEventOut(BaseModel):
     at: datetime
-    action: str  # case.created | case.deleted
+    action: str  # case.created | case.deleted | case.corrected | case.signed | case.reopened
     case_id: str
     reference: str
     api_key_id: int | None  # the api_keys row of the key used (only its hash is stored)
     detail: dict | None = None
+    actor: str | None = None  # the person named (the reviewer of a correction, sign-off or reopen)

@@ -85,9 +85,7 @@ def reviewed_chromosomes(image: CaseImage) -> list[ReviewedChromosome]:
     ]
 
 
-def save_edit(
-    session: Session, image: CaseImage, outcome: EditOutcome, made_keys: dict[int, tuple[str, str]]
-) -> None:
+def save_edit(session: Session, image: CaseImage, outcome: EditOutcome, made_keys: dict[int, tuple[str, str]]) -> None:
     """The image's chromosome rows after `outcome`: removed rows deleted, changed rows updated,
     made ones added with their stored ICI and mask keys (`made_keys`: number -> (ici, mask))."""
     rows = {row.number: row for row in image.chromosomes}
@@ -120,9 +118,7 @@ def save_edit(
     session.expire(image, ["chromosomes"])
 
 
-def audit_event(
-    case: Case, api_key_id: int | None, action: str, detail: dict, actor: str | None = None
-) -> AuditEvent:
+def audit_event(case: Case, api_key_id: int | None, action: str, detail: dict, actor: str | None = None) -> AuditEvent:
     return AuditEvent(
         clinic_id=case.clinic_id,
         api_key_id=api_key_id,
@@ -138,9 +134,7 @@ def check_editable(case: Case) -> None:
     if case.status != "done":
         raise ReviewStateError(f"case {case.id} is {case.status}: only a finished case is reviewed")
     if case.review_status == "signed":
-        raise ReviewStateError(
-            f"case {case.id} was signed off by {case.signed_by}: reopen it before changing anything"
-        )
+        raise ReviewStateError(f"case {case.id} was signed off by {case.signed_by}: reopen it before changing anything")
 
 
 def sign_off(case: Case, reviewer: str) -> None:
