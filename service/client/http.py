@@ -113,6 +113,11 @@ class KaryoflowClient:
     def report_pdf(self, case_id: str) -> bytes:
         return self._checked(self._http.get(f"/v1/cases/{case_id}/report.pdf", timeout=120)).content
 
+    def image_karyogram(self, case_id: str, image: int = 0, version: str = "current") -> bytes:
+        """A metaphase's karyogram: `current` (the reviewed one where corrected) or `original`."""
+        response = self._http.get(f"/v1/cases/{case_id}/images/{image}/karyogram", params={"version": version})
+        return self._checked(response).content
+
     def original(self, case_id: str, image: int) -> bytes:
         """The metaphase as uploaded, as PNG."""
         return self._checked(self._http.get(f"/v1/cases/{case_id}/images/{image}/original", timeout=60)).content
