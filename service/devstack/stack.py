@@ -52,6 +52,10 @@ def alive_processes(state: dict) -> list[str]:
     return alive
 
 
+# Seconds the API and the workers get to start: importing torch and loading the models takes a
+# few seconds of CPU, but minutes of wall time on a small host whose cores are busy with other work.
+STARTUP_TIMEOUT_S = 240
+
 def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -205,7 +209,7 @@ class Stack:
                 "--port", str(self.config.api_port)]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
-        deadline = time.time() + 60
+        deadline = time.time() + STARTUP_TIMEOUT_S
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API exited with code {process.returncode}")
@@ -215,7 +219,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("the API did not answer /health within 60 s")
+        raise TimeoutError(f"the API did not answer /health within {STARTUP_TIMEOUT_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
@@ -235,7 +239,7 @@ class Stack:
         process = self._start("flower", argv)
         _wait_port(c.flower_port, 60, "Flower", process)
 
-    def workers_ready(self, names: list[str], timeout: float = 120) -> None:
+    def workers_ready(self, names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
         from celery import Celery
 
