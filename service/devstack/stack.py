@@ -52,9 +52,10 @@ def alive_processes(state: dict) -> list[str]:
     return alive
 
 
-# Seconds the API and the workers get to start: importing torch and loading the models takes a
+# Seconds the API, the workers, Flower and S3 get to start: importing torch and loading the models takes a
 # few seconds of CPU, but minutes of wall time on a small host whose cores are busy with other work.
 STARTUP_TIMEOUT_S = 240
+
 
 def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
@@ -161,7 +162,7 @@ class Stack:
         # no persistence: a restart loses every queued message, which is what the sweeper is for
         _port_free(c.redis_port, "redis-server")
         process = self._start("redis", [*argv, "--save", "", "--appendonly", "no"])
-        _wait_port(c.redis_port, 15, "redis-server", process)
+        _wait_port(c.redis_port, 60, "redis-server", process)
 
     def stop_redis(self) -> None:
         self.stop("redis")
@@ -180,7 +181,7 @@ class Stack:
         ]  # fmt: skip
         _port_free(c.s3_port, "SeaweedFS S3")
         process = self._start("s3", argv, env)
-        _wait_port(c.s3_port, 60, "SeaweedFS S3", process)
+        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process)
 
     def prepare_database(self) -> None:
         c = self.config
@@ -237,7 +238,7 @@ class Stack:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={c.flower_port}",
                 "--address=127.0.0.1", f"--basic-auth={c.flower_user}:{c.flower_password}"]  # fmt: skip
         process = self._start("flower", argv)
-        _wait_port(c.flower_port, 60, "Flower", process)
+        _wait_port(c.flower_port, STARTUP_TIMEOUT_S, "Flower", process)
 
     def workers_ready(self, names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
