@@ -67,6 +67,12 @@ class CaseSummary(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    # the consensus's figures and the review (GET /v1/cases/{id}/review has the details)
+    cells_analysed: int | None = None
+    needs_review: bool | None = None
+    review_status: str = "unreviewed"  # unreviewed | in_review | signed
+    signed_by: str | None = None
+    signed_at: datetime | None = None
 
 
 class CaseOut(CaseSummary):
