@@ -230,7 +230,8 @@ def metaphase_karyotype(chromosomes: list[ReviewedChromosome]) -> Karyotype:
 
 def mask_from_rle(rle: dict) -> np.ndarray:
     """A report's COCO RLE mask as an H x W bool array."""
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+    decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+    return np.ascontiguousarray(decoded, dtype=bool)  # pycocotools decodes column-major; OpenCV wants rows
 
 
 def outline(mask: np.ndarray) -> list[list[int]]:

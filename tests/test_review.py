@@ -67,6 +67,9 @@ def test_a_deleted_false_detection_leaves_the_count() -> None:
 
 def test_a_split_makes_two_chromosomes_with_their_own_geometry() -> None:
     geometry, pair, _ = _geometry()
+    # as the service has them: decoded from the report's RLE (pycocotools decodes column-major)
+    geometry = Geometry(geometry.working, {n: mask_from_rle(mask_rle(m)) for n, m in geometry.masks.items()})
+    assert geometry.masks[1].flags.c_contiguous
     cell = [ReviewedChromosome(1, "1", 0.8, (20, 10, 40, 70))]
     outcome = apply_edit(cell, SplitInTwo(1, ("4", "21")), geometry)
     assert outcome.removed == [1] and [c.number for c in outcome.chromosomes] == [2, 3]
