@@ -131,10 +131,11 @@ def test_corrections_rerender_recompute_and_are_audited(
 
         # bad corrections: 422 with the reason, nothing changed or audited
         events = _audit_count(db, case_id)
+        existing = review["images"][0]["chromosomes"][0]["number"]
         for fields, reason in (
-            ({"action": "relabel", "chromosome": 1, "label": "23"}, "unknown chromosome label"),
+            ({"action": "relabel", "chromosome": existing, "label": "23"}, "unknown chromosome label"),
             ({"action": "relabel", "chromosome": 999, "label": "3"}, "no chromosome 999"),
-            ({"action": "split", "chromosome": 1, "labels": ["3"]}, "split needs `labels`"),
+            ({"action": "split", "chromosome": existing, "labels": ["3"]}, "split needs `labels`"),
             ({"action": "exclude", "image": 5}, "has no image 5"),
         ):
             with pytest.raises(ApiError, match=reason) as refused:
