@@ -1,4 +1,6 @@
-"""API keys per clinic: `X-API-Key: kf_...`. A request sees only its own clinic's cases."""
+"""API keys per clinic: `X-API-Key: kf_...`, or, for the browser pages (dashboard, case review),
+the same key kept in an HttpOnly, SameSite=strict cookie after logging in. A request sees only
+its own clinic's cases."""
 
 from __future__ import annotations
 
@@ -6,16 +8,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Cookie, Depends, Header, HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import answers
 from db.admin import KEY_PREFIX_LENGTH, hash_key
-from db.models import ApiKey
+from db.models import ApiKey, Case
 from db.session import get_sessionmaker
 
 MAX_KEY_LENGTH = 100  # generated keys have 46 characters
+
+SESSION_COOKIE = "karyoflow_key"  # the browser pages' login (the clinic's key)
 
 
 @answers(503)  # the database unreachable (api.errors)
@@ -67,3 +71,24 @@ def current_caller(
 
 def current_clinic(caller: Annotated[Caller, Depends(current_caller)]) -> int:
     return caller.clinic_id
+
+
+@answers(401)
+def key_or_cookie_caller(
+    db: Annotated[Session, Depends(get_db)],
+    x_api_key: Annotated[str | None, Header()] = None,
+    karyoflow_key: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+) -> Caller:
+    """The caller of a route the review pages call from the browser as well as clients: the
+    X-API-Key header, else the login cookie (SameSite=strict: another site cannot send it)."""
+    caller = caller_for_key(db, x_api_key or karyoflow_key)
+    if caller is None:
+        raise HTTPException(401, "log in at /cases/login, or send a valid X-API-Key header")
+    return caller
+
+
+def own_case(db: Session, clinic_id: int, case_id: str, lock: bool = False) -> Case:
+    case = db.get(Case, case_id, with_for_update=lock or None)
+    if case is None or case.clinic_id != clinic_id:
+        raise HTTPException(404, f"no case {case_id}")  # another clinic's case is simply not there
+    return case

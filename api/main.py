@@ -8,14 +8,29 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handling
-from api.routers import audit, cases, dashboard, health, icis, metrics
+from api.routers import (
+    audit,
+    case_pages,
+    case_reports,
+    cases,
+    dashboard,
+    health,
+    icis,
+    metrics,
+    review,
+    reviewed_metaphases,
+)
 
 app = FastAPI(title="Karyoflow", version="0.1.0")
 app.include_router(health.router)
 app.include_router(icis.router)
 app.include_router(cases.router)
+app.include_router(review.router)
+app.include_router(case_reports.router)
+app.include_router(reviewed_metaphases.router)
 app.include_router(audit.router)
 app.include_router(dashboard.router)
+app.include_router(case_pages.router)
 app.include_router(metrics.router)
 app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
 # one error shape, the request id, and every route's errors in the OpenAPI document (api/errors.py)

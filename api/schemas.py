@@ -81,6 +81,12 @@ class CaseSummary(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    # the consensus's figures and the review (GET /v1/cases/{id}/review has the details)
+    cells_analysed: int | None = None
+    needs_review: bool | None = None
+    review_status: str = "unreviewed"  # unreviewed | in_review | signed
+    signed_by: str | None = None
+    signed_at: datetime | None = None
 
 
 class CaseOut(CaseSummary):
@@ -100,8 +106,9 @@ class CasePage(BaseModel):
 
 class AuditEventOut(BaseModel):
     at: datetime
-    action: str  # case.created | case.deleted
+    action: str  # case.created | case.deleted | case.corrected | case.signed | case.reopened
     case_id: str
     reference: str
     api_key_id: int | None  # the api_keys row of the key used (only its hash is stored)
     detail: dict | None = None
+    actor: str | None = None  # the person named (the reviewer of a correction, sign-off or reopen)

@@ -2,7 +2,7 @@
 
 clinics (tenants) own API keys and cases; a case has images (MCIs); an analysed image has
 chromosomes; every task execution leaves a task run; model versions record which weights made
-a result; audit events record who created and erased which case. Statuses are plain strings
+a result; audit events record who created, corrected, signed, reopened and erased which case. Statuses are plain strings
 (portable between PostgreSQL and SQLite).
 """
 
@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -72,6 +73,15 @@ class Case(Base):
     stage_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+    # the consensus of the analysed images (karyoflow.consensus): why a person must look first
+    needs_review: Mapped[bool | None] = mapped_column(Boolean, nullable=True, index=True)
+    review_reasons: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    cells_analysed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # review: unreviewed (as the machine left it) -> in_review (corrected) -> signed (locked);
+    # an explicit reopen turns a signed case back to in_review
+    review_status: Mapped[str] = mapped_column(String(20), default="unreviewed", server_default="unreviewed")
+    signed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     images: Mapped[list[CaseImage]] = relationship(back_populates="case", order_by="CaseImage.position")
 
 
@@ -95,6 +105,13 @@ class CaseImage(Base):
     report_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
     karyogram_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
     timings_ms: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # review: the metaphase left out of the consensus, and its corrected call and outputs (the
+    # machine's karyotype, karyogram and report above are kept as they were)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    reviewed_karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reviewed_karyogram_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    reviewed_report_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # corrections applied
     case: Mapped[Case] = relationship(back_populates="images")
     chromosomes: Mapped[list[ChromosomeRow]] = relationship(back_populates="image", order_by="ChromosomeRow.number")
 
@@ -112,6 +129,10 @@ class ChromosomeRow(Base):
     bbox: Mapped[list] = mapped_column(JSON)
     ici_key: Mapped[str] = mapped_column(String(400))
     mask_key: Mapped[str] = mapped_column(String(400))
+    # review (karyoflow.review): how the chromosome came to be (detected, or made by a split or
+    # a merge) and the classifier's label when a reviewer changed it
+    origin: Mapped[str] = mapped_column(String(10), default="detected", server_default="detected")
+    machine_label: Mapped[str | None] = mapped_column(String(2), nullable=True)
     image: Mapped[CaseImage] = relationship(back_populates="chromosomes")
 
 
@@ -133,8 +154,10 @@ class TaskRun(Base):
 
 class AuditEvent(Base):
     """Who did what to a case, kept after the case itself is erased (so no foreign key to it):
-    the clinic, the API key used, the action ("case.created", "case.deleted"), the case's id
-    and reference."""
+    the clinic, the API key used, the person named (`actor`: the reviewer of a correction,
+    sign-off or reopen), the action ("case.created", "case.deleted", "case.corrected",
+    "case.signed", "case.reopened"), the case's id and reference, and what changed (`detail`:
+    before -> after)."""
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -145,6 +168,7 @@ class AuditEvent(Base):
     case_id: Mapped[str] = mapped_column(String(36), index=True)
     reference: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the person named (a reviewer)
 
 
 class ModelVersion(Base):

@@ -89,13 +89,41 @@ def test_case_consensus_scored_against_the_truths_consensus() -> None:
     assert report["multi_cell_cases"] == 2 and report["cell_scores"]["n"] == 5
 
 
-def test_the_service_case_karyotype_is_the_consensus_and_fits_its_column() -> None:
-    from workers.tasks import KARYOTYPE_COLUMN, _case_karyotype
+def _case(karyotypes: list[str], excluded: tuple[int, ...] = ()):
+    from db.models import Case, CaseImage
 
-    assert _case_karyotype(["47,XY,+21", "47,XY,+21", "46,XY"]) == ("mos 47,XY,+21[2]/46,XY[1]", True)
-    assert _case_karyotype(["46,XX", "45,XX,-3"]) == ("46,XX", False)  # a single loss is no clone
-    assert _case_karyotype([]) == (None, None)
-    many_lines = [f"47,XX,+{k}" for k in range(1, 23) for _ in range(2)]
-    text, abnormal = _case_karyotype(many_lines)
-    assert abnormal and len(text) <= KARYOTYPE_COLUMN and text.endswith("/...")
-    assert all(line.endswith("[2]") for line in text.removeprefix("mos ").split("/")[:-1])
+    images = [
+        CaseImage(position=n, status="done", karyotype=iscn, excluded=n in excluded)
+        for n, iscn in enumerate(karyotypes)
+    ]
+    return Case(), images
+
+
+def test_the_service_case_karyotype_is_the_consensus_and_fits_its_column() -> None:
+    from db.review import KARYOTYPE_COLUMN, refresh_case_consensus
+
+    case, images = _case(["47,XY,+21", "47,XY,+21", "46,XY"])
+    refresh_case_consensus(case, images)
+    assert (case.karyotype, case.abnormal, case.cells_analysed) == ("mos 47,XY,+21[2]/46,XY[1]", True, 3)
+    assert case.needs_review and any(reason.startswith("cell lines differ") for reason in case.review_reasons)
+    case, images = _case(["46,XX", "45,XX,-3"])
+    refresh_case_consensus(case, images)
+    assert (case.karyotype, case.abnormal) == ("46,XX", False)  # a single loss is no clone
+    case, images = _case([])
+    refresh_case_consensus(case, images)
+    assert (case.karyotype, case.abnormal, case.needs_review) == (None, None, True)
+    case, images = _case([f"47,XX,+{k}" for k in range(1, 23) for _ in range(2)])
+    refresh_case_consensus(case, images)
+    assert case.abnormal and len(case.karyotype) <= KARYOTYPE_COLUMN and case.karyotype.endswith("/...")
+    assert all(line.endswith("[2]") for line in case.karyotype.removeprefix("mos ").split("/")[:-1])
+
+
+def test_an_excluded_metaphase_and_a_reviewed_call_change_the_consensus() -> None:
+    from db.review import refresh_case_consensus
+
+    case, images = _case(["47,XY,+21", "47,XY,+21", "46,XY"], excluded=(2,))
+    refresh_case_consensus(case, images)
+    assert (case.karyotype, case.cells_analysed) == ("47,XY,+21", 2)
+    images[1].reviewed_karyotype = "46,XY"  # the reviewer found the extra 21 was a 22's homologue
+    refresh_case_consensus(case, images)
+    assert case.karyotype == "46,XY" and case.needs_review  # +21 in one cell only: flagged

@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
+from db.review import refresh_case_consensus
 from db.session import session_scope
 from infra.settings import get_settings
 from infra.storage import ObjectStore, image_prefix
 from karyoflow.classify.predictor import prediction_from_probabilities
-from karyoflow.consensus import CellKaryotype, consensus
 from karyoflow.pipeline import KaryotypeResult, SegmentedCell, grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
 from workers.app import app
@@ -42,7 +42,6 @@ from workers.runtime import get_karyotyper, get_store
 # builtin ConnectionError/TimeoutError, so they are named here.
 BROKER_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerOperationalError)
 TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError, *BROKER_DOWN)
-KARYOTYPE_COLUMN = Case.karyotype.type.length  # cases.karyotype is String(200)
 log = logging.getLogger("karyoflow.worker")
 
 
@@ -267,21 +266,6 @@ def classify_ici(
     return {"p": [float(p) for p in prediction.probabilities], "ms": round(milliseconds, 2)}
 
 
-def _case_karyotype(karyotypes: list[str]) -> tuple[str | None, bool | None]:
-    """The case's karyotype and whether it is abnormal: the consensus of its images' calls
-    (karyoflow.consensus: clonal changes only, mosaics as ISCN), cut to the column's length."""
-    if not karyotypes:
-        return None, None
-    result = consensus([CellKaryotype(str(n), iscn) for n, iscn in enumerate(karyotypes)])
-    text = result.karyotype
-    if len(text) > KARYOTYPE_COLUMN:  # a mosaic of many cell lines: keep whole lines only
-        lines = text.split("/")
-        while len("/".join(lines)) + 4 > KARYOTYPE_COLUMN:
-            lines.pop()
-        text = "/".join(lines) + "/..."
-    return text, result.abnormal
-
-
 def _save_result(
     session: Session, image: CaseImage, result: KaryotypeResult, prefix: str, report_key: str, karyogram_key: str
 ) -> None:
@@ -314,7 +298,7 @@ def _save_result(
     case = session.get(Case, case_id)
     images = session.scalars(select(CaseImage).where(CaseImage.case_id == case_id)).all()
     if all(i.status == "done" for i in images) and case.status != "done":
-        case.karyotype, case.abnormal = _case_karyotype([i.karyotype for i in images if i.karyotype])
+        refresh_case_consensus(case, images)  # the consensus of the images (karyoflow.consensus)
         case.status, case.error, case.finished_at = "done", None, datetime.now(UTC)
 
 

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
@@ -16,32 +15,19 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.auth import Caller, current_caller, current_clinic, get_db
+from api.auth import Caller, current_caller, current_clinic, get_db, own_case
 from api.errors import STORAGE_DOWN, Unavailable, invalid_field
 from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, column_length, text_problem
+from api.objects import get_store, read_object
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
 from infra.settings import Settings, get_settings
-from infra.storage import ObjectStore, image_prefix
+from infra.storage import image_prefix
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")
 MIN_MCI_SIDE = 64  # pixels; a metaphase is hundreds wide
-
-
-@lru_cache
-def _store() -> ObjectStore:
-    store = ObjectStore(get_settings())
-    store.ensure_bucket()
-    return store
-
-
-def get_store() -> ObjectStore:
-    try:
-        return _store()
-    except Exception as error:  # S3 down at first use: say so, and try again next request
-        raise Unavailable("object storage unavailable; try again shortly") from error
 
 
 def enqueue(image_id: str) -> None:
@@ -131,30 +117,11 @@ def _audit(caller: Caller, action: str, case: Case, detail: dict) -> AuditEvent:
     )
 
 
-def _read_object(key: str) -> bytes:
-    """A stored object; storage down is a 503 the client can retry, not a 500."""
-    store = get_store()
-    try:
-        return store.get(key)
-    except Exception as error:  # S3 errors, connection refused, timeouts
-        if isinstance(error, S3Error) and error.code == "NoSuchKey":  # retrying will not help
-            log.error("object %s missing from storage", key)
-            raise HTTPException(404, "the stored object is missing (reported to the service's log)") from error
-        raise Unavailable("object storage unavailable; try again shortly") from error
-
-
-def _own_case(db: Session, clinic_id: int, case_id: str, lock: bool = False) -> Case:
-    case = db.get(Case, case_id, with_for_update=lock or None)
-    if case is None or case.clinic_id != clinic_id:
-        raise HTTPException(404, f"no case {case_id}")  # another clinic's case is simply not there
-    return case
-
-
 @router.get("/{case_id}", response_model=CaseOut)
 def get_case(
     case_id: CaseIdPath, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
 ) -> CaseOut:
-    case = _own_case(db, clinic_id, case_id)
+    case = own_case(db, clinic_id, case_id)
     return CaseOut(
         **CaseSummary.model_validate(case, from_attributes=True).model_dump(),
         images=[
@@ -176,7 +143,7 @@ def delete_case(
     `deleting` first and its rows go last, so a deletion cut short (storage down: 503) stays
     visible and is finished by repeating the request; nothing of the case is served meanwhile."""
     clinic_id = caller.clinic_id
-    case = _own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
+    case = own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
     if case.status not in ("done", "failed", "deleting"):
         raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
     erased = _audit(caller, "case.deleted", case, {"images": len(case.images)})
@@ -219,13 +186,13 @@ def get_karyogram(
     db: Annotated[Session, Depends(get_db)],
     image: Annotated[int, Query(ge=0, description="image position in the case")] = 0,
 ) -> Response:
-    case = _own_case(db, clinic_id, case_id)
+    case = own_case(db, clinic_id, case_id)
     if case.status == "deleting":
         raise HTTPException(409, f"case {case_id} is being deleted")
     row = _image(case, image)
     if row.karyogram_key is None:
         raise HTTPException(409, f"image {image} of case {case_id} is {row.status}, no karyogram yet")
-    return Response(_read_object(row.karyogram_key), media_type="image/png")
+    return Response(read_object(row.karyogram_key), media_type="image/png")
 
 
 @router.get("/{case_id}/report", responses={409: {}})
@@ -233,11 +200,11 @@ def get_report(
     case_id: CaseIdPath, clinic_id: Annotated[int, Depends(current_clinic)], db: Annotated[Session, Depends(get_db)]
 ) -> dict:
     """The JSON reports of the case's images (schema: docs/report.md)."""
-    case = _own_case(db, clinic_id, case_id)
+    case = own_case(db, clinic_id, case_id)
     if case.status != "done":
         raise HTTPException(409, f"case {case_id} is {case.status}, no report yet")
     return {"case": case.id, "karyotype": case.karyotype,
-            "reports": [json.loads(_read_object(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip
+            "reports": [json.loads(read_object(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip
 
 
 def _encode_cursor(case: Case) -> str:

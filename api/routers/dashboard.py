@@ -15,15 +15,14 @@ from fastapi import APIRouter, Cookie, Depends, Form, Header, HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
-from api.auth import clinic_for_key, get_db
+from api.auth import SESSION_COOKIE, clinic_for_key, get_db
 from api.errors import answers
 from api.monitoring import case_figures, queue_depths, workers_online
+from api.pages import login_html, safe_next
 from infra.settings import Settings, get_settings
 
 router = APIRouter(tags=["dashboard"])
 PAGE = (Path(__file__).resolve().parents[1] / "templates" / "dashboard.html").read_text()
-LOGIN = (Path(__file__).resolve().parents[1] / "templates" / "login.html").read_text()
-COOKIE = "karyoflow_key"
 
 
 @answers(401)
@@ -40,15 +39,19 @@ def dashboard_clinic(
 
 @router.get("/dashboard/login", response_class=HTMLResponse, include_in_schema=False)
 def login_page() -> str:
-    return LOGIN
+    return login_html("/dashboard")
 
 
 @router.post("/dashboard/login", include_in_schema=False)
-def login(key: Annotated[str, Form()], db: Annotated[Session, Depends(get_db)]) -> RedirectResponse:
+def login(
+    key: Annotated[str, Form()], db: Annotated[Session, Depends(get_db)], next: Annotated[str, Form()] = "/dashboard"
+) -> RedirectResponse:
+    """The key checked and kept in the login cookie; then on to `next` (the dashboard, or the
+    case review page that asked for the login)."""
     if clinic_for_key(db, key) is None:
         raise HTTPException(401, "unknown or revoked API key")
-    response = RedirectResponse("/dashboard", status_code=303)
-    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", max_age=12 * 3600)
+    response = RedirectResponse(safe_next(next, "/dashboard"), status_code=303)
+    response.set_cookie(SESSION_COOKIE, key, httponly=True, samesite="strict", max_age=12 * 3600)
     return response
 
 
@@ -59,7 +62,7 @@ def dashboard(
     karyoflow_key: Annotated[str | None, Cookie()] = None,
 ) -> HTMLResponse:
     if clinic_for_key(db, karyoflow_key) is None:
-        return HTMLResponse(LOGIN, status_code=401)
+        return HTMLResponse(login_html("/dashboard"), status_code=401)
     return HTMLResponse(PAGE.replace("{{FLOWER_URL}}", settings.flower_url))
 
 

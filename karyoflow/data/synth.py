@@ -20,8 +20,6 @@ every reader, `karyo eval karyotype` included, takes it like a real MCI.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from karyoflow.data.brightfield import to_brightfield
 from karyoflow.data.icis import layout_stain, read_ici_cell
+from karyoflow.data.labelme import labelme_document as labelme_json
 from karyoflow.files import write_atomically
 from karyoflow.karyotype import iscn_from_counts
 from karyoflow.labels import LABELS
@@ -202,32 +200,12 @@ def synthesize_mci(
 def labelme_document(mci: SyntheticMci, image_path: str, case: str | None = None, karyotype: str | None = None) -> dict:
     """labelme JSON of a semi-synthetic MCI; `case` and the true `karyotype` (ISCN) go into
     `flags`, where the readers take them from."""
-    buffer = io.BytesIO()
-    Image.fromarray(mci.image).save(buffer, format="PNG")
     flags: dict = {"synthetic": True}
     if case is not None:
         flags["case"] = case
     if karyotype is not None:
         flags["karyotype"] = karyotype
-    return {
-        "version": "5.2.1",
-        "flags": flags,
-        "shapes": [
-            {
-                "label": label,
-                "points": [[float(x), float(y)] for x, y in polygon],
-                "group_id": None,
-                "shape_type": "polygon",
-                "flags": {},
-                "description": placement,
-            }
-            for label, polygon, placement in zip(mci.labels, mci.polygons, mci.placement, strict=True)
-        ],
-        "imagePath": image_path,
-        "imageData": base64.b64encode(buffer.getvalue()).decode("ascii"),
-        "imageHeight": int(mci.image.shape[0]),
-        "imageWidth": int(mci.image.shape[1]),
-    }
+    return labelme_json(mci.image, mci.polygons, mci.labels, image_path, flags, mci.placement)
 
 
 def write_labelme(mci: SyntheticMci, path: Path, case: str | None = None, karyotype: str | None = None) -> None:

@@ -6,6 +6,7 @@
     karyo cases show ID [--json]
     karyo cases karyogram ID [--image N] --out FILE
     karyo cases delete ID                    erase a finished case (objects, then rows)
+    karyo cases review|correct|sign|reopen|report|export ...   a case's review (service.client.review_commands)
 
 The API and the key come from --api / --key, else KARYO_API_URL / KARYO_API_KEY, else the
 development stack's state file (`karyo stack up`).
@@ -15,27 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from karyoflow.cli.common import UsageError
 from karyoflow.files import write_atomically
-from service.client.http import Case, CaseTimeout, KaryoflowClient
-from service.devstack.stack import read_state
-
-
-def add_client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", default=None, help="API URL (default: the stack's, or $KARYO_API_URL)")
-    parser.add_argument("--key", default=None, help="API key (default: the stack's, or $KARYO_API_KEY)")
-
-
-def client_of(args: argparse.Namespace) -> KaryoflowClient:
-    state = read_state()
-    url = args.api or os.environ.get("KARYO_API_URL") or state.get("api_url")
-    key = args.key or os.environ.get("KARYO_API_KEY") or state.get("dev_api_key")
-    if not url or not key:
-        raise UsageError("no API URL/key: run 'karyo stack up', or set KARYO_API_URL and KARYO_API_KEY")
-    return KaryoflowClient(url, key)
+from service.client.connection import add_client_args, client_of
+from service.client.http import Case, CaseTimeout
+from service.client.review_commands import add_case_commands
 
 
 def print_case(case: Case, as_json: bool) -> None:
@@ -155,3 +142,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     erase.add_argument("id")
     add_client_args(erase)
     erase.set_defaults(func=cmd_cases_delete)
+    add_case_commands(cases)

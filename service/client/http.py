@@ -91,6 +91,42 @@ class KaryoflowClient:
     def delete_case(self, case_id: str) -> None:
         self._checked(self._http.delete(f"/v1/cases/{case_id}", timeout=120))
 
+    # -- review --
+
+    def review(self, case_id: str, outlines: bool = True) -> dict[str, Any]:
+        """The case's review: consensus, metaphases with chromosomes, sign-off, audit trail."""
+        response = self._http.get(f"/v1/cases/{case_id}/review", params={"outlines": outlines}, timeout=60)
+        return self._checked(response).json()
+
+    def correct(self, case_id: str, reviewer: str, image: int, action: str, **fields: Any) -> dict[str, Any]:
+        """One correction (relabel, delete, split, merge, exclude, include); the review after it."""
+        body = {"reviewer": reviewer, "image": image, "action": action, **fields}
+        return self._checked(self._http.post(f"/v1/cases/{case_id}/corrections", json=body, timeout=120)).json()
+
+    def sign_off(self, case_id: str, reviewer: str) -> dict[str, Any]:
+        return self._checked(self._http.post(f"/v1/cases/{case_id}/sign-off", json={"reviewer": reviewer})).json()
+
+    def reopen(self, case_id: str, reviewer: str, reason: str) -> dict[str, Any]:
+        body = {"reviewer": reviewer, "reason": reason}
+        return self._checked(self._http.post(f"/v1/cases/{case_id}/reopen", json=body)).json()
+
+    def report_pdf(self, case_id: str) -> bytes:
+        return self._checked(self._http.get(f"/v1/cases/{case_id}/report.pdf", timeout=120)).content
+
+    def image_karyogram(self, case_id: str, image: int = 0, version: str = "current") -> bytes:
+        """A metaphase's karyogram: `current` (the reviewed one where corrected) or `original`."""
+        response = self._http.get(f"/v1/cases/{case_id}/images/{image}/karyogram", params={"version": version})
+        return self._checked(response).content
+
+    def original(self, case_id: str, image: int) -> bytes:
+        """The metaphase as uploaded, as PNG."""
+        return self._checked(self._http.get(f"/v1/cases/{case_id}/images/{image}/original", timeout=60)).content
+
+    def reviewed_metaphases(self, since: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Metaphases of signed-off cases (oldest sign-off first) with outlines and labels."""
+        params = {"limit": limit, **({"since": since} if since else {})}
+        return self._checked(self._http.get("/v1/reviewed-metaphases", params=params, timeout=120)).json()
+
     def wait_finished(self, case_ids: list[str], timeout: float, poll_s: float = 1.0) -> dict[str, Case]:
         """Poll until every case is done or failed; `CaseTimeout` past `timeout` seconds."""
         deadline = time.monotonic() + timeout

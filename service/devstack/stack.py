@@ -30,7 +30,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
-START_S = 180  # importing torch and the pipeline: seconds, over a minute on a busy 2-core machine
 
 
 def state_dir() -> Path:
@@ -67,6 +66,11 @@ def alive_processes(state: dict) -> list[str]:
         except ProcessLookupError:
             continue
     return alive
+
+
+# Seconds the API, the workers, Flower and S3 get to start: importing torch and loading the models takes a
+# few seconds of CPU, but minutes of wall time on a small host whose cores are busy with other work.
+STARTUP_TIMEOUT_S = 240
 
 
 def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
@@ -177,7 +181,7 @@ class Stack:
         # no persistence: a restart loses every queued message, which is what the sweeper is for
         _port_free(c.redis_port, "redis-server")
         process = self._start("redis", [*argv, "--save", "", "--appendonly", "no"])
-        _wait_port(c.redis_port, 15, "redis-server", process)
+        _wait_port(c.redis_port, 60, "redis-server", process)
 
     def stop_redis(self) -> None:
         self.stop("redis")
@@ -199,7 +203,7 @@ class Stack:
         ]  # fmt: skip
         _port_free(c.s3_port, "SeaweedFS S3")
         process = self._start("s3", argv, env)
-        _wait_port(c.s3_port, 60, "SeaweedFS S3", process)
+        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process)
 
     def prepare_database(self) -> None:
         c = self.config
@@ -228,7 +232,7 @@ class Stack:
                 "--port", str(self.config.api_port)]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
-        deadline = time.time() + START_S
+        deadline = time.time() + STARTUP_TIMEOUT_S
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API exited with code {process.returncode}")
@@ -238,7 +242,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"the API did not answer /health within {START_S} s")
+        raise TimeoutError(f"the API did not answer /health within {STARTUP_TIMEOUT_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
@@ -257,9 +261,9 @@ class Stack:
                 "--address=127.0.0.1"]  # fmt: skip
         # the password in the environment, not on the command line (Flower reads FLOWER_* options)
         process = self._start("flower", argv, {**self.env, "FLOWER_BASIC_AUTH": f"{c.flower_user}:{c.flower_password}"})
-        _wait_port(c.flower_port, START_S, "Flower", process)  # it imports the tasks (torch)
+        _wait_port(c.flower_port, STARTUP_TIMEOUT_S, "Flower", process)  # it imports the tasks (torch)
 
-    def workers_ready(self, names: list[str], timeout: float = 120) -> None:
+    def workers_ready(self, names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
         from celery import Celery
 
