@@ -38,10 +38,12 @@ class CheckedImage:
         return grey_from_bytes(self.data)
 
 
-async def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, min_side: int, kind: str) -> CheckedImage:
-    """`kind` names what the image should be ("a metaphase image") in the too-small message."""
+def check_image(upload: UploadFile, *, max_bytes: int, max_pixels: int, min_side: int, kind: str) -> CheckedImage:
+    """`kind` names what the image should be ("a metaphase image") in the too-small message.
+    Blocking (file reads, a full decode): call it from a sync handler, which FastAPI runs in its
+    threadpool, never on the event loop."""
     name = upload.filename or "upload"
-    data = await upload.read(max_bytes + 1)
+    data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: larger than {max_bytes} bytes")
     try:

@@ -19,7 +19,9 @@ import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session
 
+from db.lifecycle import finish_image
 from db.models import Case, CaseImage, Clinic
+from infra.case_objects import ImageKeys
 
 pytestmark = pytest.mark.system
 
@@ -70,10 +72,7 @@ def _result() -> SimpleNamespace:
 
 def _finish_image(session: Session, image_id: str) -> None:
     """The database transaction of `assemble_image`, in the session given."""
-    from workers.tasks import _save_result
-
-    image = session.get(CaseImage, image_id, with_for_update=True)
-    _save_result(session, image, _result(), f"p/{image_id}", "report.json", "karyogram.png")
+    finish_image(session, image_id, _result(), ImageKeys(f"p/{image_id}"))  # type: ignore[arg-type]
 
 
 def test_two_images_finishing_together_finish_their_case(postgres_url: str) -> None:

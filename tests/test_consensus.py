@@ -90,12 +90,12 @@ def test_case_consensus_scored_against_the_truths_consensus() -> None:
 
 
 def test_the_service_case_karyotype_is_the_consensus_and_fits_its_column() -> None:
-    from workers.tasks import KARYOTYPE_COLUMN, _case_karyotype
+    from db.lifecycle import KARYOTYPE_COLUMN, case_karyotype
 
-    assert _case_karyotype(["47,XY,+21", "47,XY,+21", "46,XY"]) == ("mos 47,XY,+21[2]/46,XY[1]", True)
-    assert _case_karyotype(["46,XX", "45,XX,-3"]) == ("46,XX", False)  # a single loss is no clone
-    assert _case_karyotype([]) == (None, None)
+    assert case_karyotype(["47,XY,+21", "47,XY,+21", "46,XY"]) == ("mos 47,XY,+21[2]/46,XY[1]", True)
+    assert case_karyotype(["46,XX", "45,XX,-3"]) == ("46,XX", False)  # a single loss is no clone
+    assert case_karyotype([]) == (None, None)
     many_lines = [f"47,XX,+{k}" for k in range(1, 23) for _ in range(2)]
-    text, abnormal = _case_karyotype(many_lines)
+    text, abnormal = case_karyotype(many_lines)
     assert abnormal and len(text) <= KARYOTYPE_COLUMN and text.endswith("/...")
     assert all(line.endswith("[2]") for line in text.removeprefix("mos ").split("/")[:-1])

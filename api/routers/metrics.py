@@ -13,6 +13,7 @@ from sqlalchemy import case, func, select
 from api.monitoring import STAGES, queue_depths
 from db.models import CASE_STATUSES, Case, TaskRun
 from db.session import session_scope
+from db.status import TaskRunStatus
 from infra.settings import get_settings
 
 router = APIRouter(tags=["monitoring"])
@@ -35,7 +36,7 @@ class ServiceCollector:
             columns = [func.sum(case((TaskRun.duration_ms <= b * 1000, 1), else_=0)) for b in BUCKETS_S]
             rows = session.execute(
                 select(TaskRun.stage, func.count(), func.coalesce(func.sum(TaskRun.duration_ms), 0), *columns)
-                .where(TaskRun.status == "ok")
+                .where(TaskRun.status == TaskRunStatus.OK)
                 .group_by(TaskRun.stage)
             ).all()
             found = {row[0]: row for row in rows}

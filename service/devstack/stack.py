@@ -2,8 +2,8 @@
 
 Starts what the service needs as child processes: a Redis (its own redis-server, so it can be
 stopped and restarted), SeaweedFS (`weed mini`, S3 with credentials), the database (a PostgreSQL
-database created on the machine's server, or SQLite), the migrations, the API under uvicorn, two
-Celery workers (segment+classify and assemble+classify) and the sweeper. Every process gets the
+database created on the machine's server, or SQLite), the migrations, the API under uvicorn, three
+Celery workers (segment, classify as a thread pool batching its ICIs, assemble) and the sweeper. Every process gets the
 same KARYO_* environment. `Stack.up()` returns once every service answers.
 """
 
@@ -92,7 +92,10 @@ class StackConfig:
     database: str = "karyoflow_stack"
     stuck_after_s: int = 900
     sweep_interval_s: float = 15.0
-    worker_concurrency: int = 1
+    worker_concurrency: int = 1  # processes of the segment and of the assemble worker
+    # classify tasks one worker process holds at once, each a thread; their ICIs share forward
+    # passes (workers.batching)
+    classify_threads: int = 64
     flower_port: int = 5566
     flower_user: str = "admin"
     flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -218,9 +221,14 @@ class Stack:
         raise TimeoutError("the API did not answer /health within 60 s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
-                "-c", str(self.config.worker_concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle"]  # fmt: skip
+        """A worker; one that serves only the classify queue runs a thread pool (its tasks'
+        ICIs are classified in shared forward passes), the others prefork processes."""
+        if queues == "classify":
+            pool = ["-P", "threads", "-c", str(self.config.classify_threads)]
+        else:
+            pool = ["-P", "prefork", "-c", str(self.config.worker_concurrency)]
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, *pool,
+                "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
         return self._start(name, argv)
 
     def start_sweeper(self) -> None:
@@ -257,11 +265,12 @@ class Stack:
         self.start_storage()
         self.prepare_database()
         self.start_api()
-        self.start_worker("gpu0", "segment,classify")
-        self.start_worker("cpu", "assemble,classify")
+        self.start_worker("gpu0", "segment")
+        self.start_worker("classify", "classify")
+        self.start_worker("cpu", "assemble")
         self.start_sweeper()
         self.start_flower()
-        self.workers_ready(["gpu0", "cpu"])
+        self.workers_ready(["gpu0", "classify", "cpu"])
         self.write_state()
 
     def create_clinic(self, name: str) -> str:
@@ -286,7 +295,7 @@ class Stack:
             process.wait(5)
 
     def down(self) -> None:
-        for name in ["sweeper", "flower", "gpu0", "cpu", "api", "s3", "redis"] + list(self.processes):
+        for name in ["sweeper", "flower", "gpu0", "classify", "cpu", "api", "s3", "redis"] + list(self.processes):
             self.stop(name)
 
     def write_state(self) -> None:
