@@ -26,13 +26,10 @@ class CaseStatus(StrEnum):
     DELETING = "deleting"
 
 
-class ImageStatus(StrEnum):
-    RECEIVED = "received"
-    SEGMENTING = "segmenting"
-    CLASSIFYING = "classifying"
-    ASSEMBLING = "assembling"
-    DONE = "done"
-    FAILED = "failed"
+# an image has its case's statuses but `deleting` (a deletion is the case's)
+ImageStatus = StrEnum(
+    "ImageStatus", {status.name: status.value for status in CaseStatus if status is not CaseStatus.DELETING}
+)
 
 
 class TaskRunStatus(StrEnum):

@@ -148,7 +148,10 @@ def segment_image(self: Task, image_id: str) -> int:
         # fresh signatures on every try: a launched chord freezes its signatures' ids in place
         _when_broker_is_up(
             lambda: chord(
-                classify_ici.s(image_id, n, ici, cell.scale, cell.level, ref.case_id, stain)
+                classify_ici.s(image_id, n, ici, cell.scale, cell.level, ref.case_id, stain).set(
+                    # what Flower and the task events show: the ICI by its size, not its bytes
+                    argsrepr=f"({image_id!r}, {n}, '<ICI PNG, {len(ici)} base64 characters>', ...)"
+                )
                 for n, ici in enumerate(encoded, start=1)
             )(assemble_image.s(image_id))
         )
