@@ -89,7 +89,7 @@ def test_concurrent_tasks_share_forward_passes_and_each_gets_its_own_result() ->
         sums = canvases.reshape(len(canvases), -1).sum(1)
         return np.stack([np.full(24, s) for s in sums])
 
-    batcher = ClassifyBatcher(forward, record=recorded.extend, gather_s=0.0)
+    batcher = ClassifyBatcher(forward, record=recorded.extend, gap_s=0.0)
     results: dict[int, float] = {}
 
     def task(n: int) -> None:

@@ -1,11 +1,11 @@
 """Classification tasks of one worker process run as batched forward passes.
 
-The classify worker runs its pool as threads (`-P threads -c 64`): each thread takes one
+The classify worker runs its pool as threads (`-P threads -c 128`): each thread takes one
 `classify_ici` message, prepares its ICI and hands it here; one batching thread runs the forward
 pass for every ICI waiting at that moment (across images and cases) and returns each thread its
 own probabilities. Every task is still acknowledged, retried and recorded on its own by Celery
-(Flower shows one task per ICI); only the forward pass is shared. No deliberate wait beyond
-`gather_s`: while one batch runs, the next one fills.
+(Flower shows one task per ICI); only the forward pass is shared. A batch waits for ICIs still
+being prepared (`_take`), never longer than `gather_s`; while one batch runs, the next one fills.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ class ClassifyBatcher:
         forward: Callable[[str, np.ndarray], np.ndarray],
         record: Callable[[list[TaskRunRecord]], None] = record_runs,
         max_batch: int = 256,
-        gather_s: float = 0.005,
+        gap_s: float = 0.02,
+        gather_s: float = 0.1,
     ) -> None:
         self.forward, self.record = forward, record
-        self.max_batch, self.gather_s = max_batch, gather_s
+        self.max_batch, self.gap_s, self.gather_s = max_batch, gap_s, gather_s
         self.waiting: queue.Queue[Pending] = queue.Queue()
         self.batch_sizes: list[int] = []  # what ran, for the tests and the log
         threading.Thread(target=self._loop, name="classify-batcher", daemon=True).start()
@@ -63,11 +64,14 @@ class ClassifyBatcher:
         return pending.future.result()
 
     def _take(self) -> list[Pending]:
+        """What waits now, and what follows it closely: an MCI's tasks arrive together but are
+        prepared one thread after another, so the batch takes ICIs while they keep coming (no
+        gap over `gap_s`), for at most `gather_s`."""
         batch = [self.waiting.get()]
         deadline = time.monotonic() + self.gather_s
         while len(batch) < self.max_batch:
             try:
-                batch.append(self.waiting.get(timeout=max(deadline - time.monotonic(), 0)))
+                batch.append(self.waiting.get(timeout=max(min(self.gap_s, deadline - time.monotonic()), 0)))
             except queue.Empty:
                 break
         return batch
