@@ -25,6 +25,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
+# seconds a Python service (the API, Flower) may take to answer: importing torch and loading
+# models takes minutes on a busy 2-core machine
+STARTUP_S = 180
 
 
 def state_dir() -> Path:
@@ -208,7 +211,7 @@ class Stack:
                 "--port", str(self.config.api_port)]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
-        deadline = time.time() + 60
+        deadline = time.time() + STARTUP_S
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API exited with code {process.returncode}")
@@ -218,7 +221,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("the API did not answer /health within 60 s")
+        raise TimeoutError(f"the API did not answer /health within {STARTUP_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
         """A worker; one that serves only the classify queue runs a thread pool (its tasks'
@@ -241,9 +244,9 @@ class Stack:
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={c.flower_port}",
                 "--address=127.0.0.1", f"--basic-auth={c.flower_user}:{c.flower_password}"]  # fmt: skip
         process = self._start("flower", argv)
-        _wait_port(c.flower_port, 60, "Flower", process)
+        _wait_port(c.flower_port, STARTUP_S, "Flower", process)
 
-    def workers_ready(self, names: list[str], timeout: float = 120) -> None:
+    def workers_ready(self, names: list[str], timeout: float = 2 * STARTUP_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
         from celery import Celery
 
