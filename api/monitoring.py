@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import CASE_STATUSES, Case, TaskRun
+from db.status import CaseStatus, Stage, TaskRunStatus
 
-QUEUES = ("segment", "classify", "assemble")
-STAGES = ("segment", "classify", "assemble")
+STAGES = tuple(stage.value for stage in Stage)
+QUEUES = STAGES  # one Celery queue per stage
 
 
 def queue_depths(redis_url: str) -> dict[str, int | None]:
@@ -71,19 +72,20 @@ def case_figures(session: Session, clinic_id: int | None, now: datetime | None =
         runs = runs.join(Case, Case.id == TaskRun.case_id).where(*own)
     by_status = dict(session.execute(select(Case.status, func.count()).where(*own).group_by(Case.status)).all())
     finished = session.execute(select(Case.finished_at, Case.status).where(Case.finished_at >= day_ago, *own)).all()
-    done_times = [t for t, status in finished if status == "done"]
-    failed_day = sum(1 for _, status in finished if status == "failed")
+    done_times = [t for t, status in finished if status == CaseStatus.DONE]
+    failed_day = sum(1 for _, status in finished if status == CaseStatus.FAILED)
     task_runs = session.scalars(runs).all()
-    ici_times = [r.finished_at for r in task_runs if r.stage == "classify" and r.status == "ok"]
+    ici_times = [r.finished_at for r in task_runs if r.stage == Stage.CLASSIFY and r.status == TaskRunStatus.OK]
     latency = {}
     for stage in STAGES:
-        durations = [r.duration_ms for r in task_runs if r.stage == stage and r.status == "ok"]
+        durations = [r.duration_ms for r in task_runs if r.stage == stage and r.status == TaskRunStatus.OK]
         latency[stage] = {
             "count": len(durations),
             "p50_ms": round(float(np.percentile(durations, 50)), 1) if durations else None,
             "p95_ms": round(float(np.percentile(durations, 95)), 1) if durations else None,
         }
-    failures_query = select(Case).where(Case.status == "failed", *own).order_by(Case.finished_at.desc()).limit(10)
+    failed = select(Case).where(Case.status == CaseStatus.FAILED, *own)
+    failures_query = failed.order_by(Case.finished_at.desc()).limit(10)
     failures = [
         {"case": c.id, "reference": c.reference, "at": c.finished_at.isoformat() if c.finished_at else None,
          "reason": c.error or ""}

@@ -42,7 +42,8 @@ from db.review import (
     reviewed_chromosomes,
     save_edit,
 )
-from infra.storage import image_prefix
+from db.status import ImageStatus
+from infra.case_objects import ImageKeys
 from karyoflow.karyogram import render_karyogram
 from karyoflow.pipeline import grey_from_bytes
 from karyoflow.report import validate_report
@@ -143,10 +144,10 @@ def correct(db: Session, case: Case, request: CorrectionIn, caller: Caller) -> N
     except EditError as error:
         raise HTTPException(422, str(error)) from error
     store = get_store()
-    prefix = image_prefix(case.clinic_id, case.id, image.position)
+    image_keys = ImageKeys.of(case.clinic_id, case.id, image.position)
     made_keys = {}
     for number, made in outcome.made.items():
-        keys = (f"{prefix}/review/icis/{number}.png", f"{prefix}/review/masks/{number}.png")
+        keys = (image_keys.reviewed_ici(number), image_keys.reviewed_mask(number))
         store.put(keys[0], png_bytes(made.straightened), "image/png")
         store.put(keys[1], png_bytes(made.mask.astype(np.uint8) * 255), "image/png")
         made_keys[number] = keys
@@ -161,7 +162,7 @@ def correct(db: Session, case: Case, request: CorrectionIn, caller: Caller) -> N
     for c in outcome.chromosomes:
         if c.number not in straightened:
             straightened[c.number] = grey_from_bytes(read_object(rows[c.number].ici_key))
-    karyogram_key, report_key = f"{prefix}/review/{revision}/karyogram.png", f"{prefix}/review/{revision}/report.json"
+    karyogram_key, report_key = image_keys.reviewed_karyogram(revision), image_keys.reviewed_report(revision)
     store.put(karyogram_key, _karyogram(image, report, straightened), "image/png")
     store.put(report_key, (json.dumps(report, indent=1) + "\n").encode(), "application/json")
     metaphase_before, consensus_before = current_karyotype(image), case.karyotype
@@ -175,7 +176,7 @@ def correct(db: Session, case: Case, request: CorrectionIn, caller: Caller) -> N
 def _set_excluded(db: Session, case: Case, image: CaseImage, excluded: bool, caller: Caller, reviewer: str) -> None:
     if image.excluded == excluded:
         raise HTTPException(422, f"image {image.position} is already {'excluded' if excluded else 'included'}")
-    if image.status != "done":
+    if image.status != ImageStatus.DONE:
         raise HTTPException(409, f"image {image.position} is {image.status}: nothing to exclude")
     image.excluded = excluded
     request = CorrectionIn(reviewer=reviewer, image=image.position, action="exclude" if excluded else "include")
@@ -221,7 +222,7 @@ def _chromosomes_out(image: CaseImage, report: dict | None) -> list[ReviewChromo
 
 
 def image_view(image: CaseImage, with_outlines: bool = True) -> ReviewImageOut:
-    report = current_report(image) if with_outlines and image.status == "done" else None
+    report = current_report(image) if with_outlines and image.status == ImageStatus.DONE else None
     return ReviewImageOut(
         position=image.position,
         filename=image.filename,

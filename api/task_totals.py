@@ -19,6 +19,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from db.models import TaskRun
+from db.status import TaskRunStatus
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 LOOKBACK = 1000  # ids read again per scrape: far more than can commit out of order
@@ -64,7 +65,7 @@ class TaskRunTotals:
                     continue
                 self.counted.add(run_id)
                 self.runs[(stage, status)] += 1
-                if status == "ok":
+                if status == TaskRunStatus.OK:
                     self.durations.setdefault(stage, Durations()).add(duration_ms)
                 self.last_id = max(self.last_id, run_id)
             self.counted = {run_id for run_id in self.counted if run_id > self.last_id - LOOKBACK}
@@ -86,7 +87,7 @@ class TaskRunTotals:
         bucket_sums = [func.sum(case((TaskRun.duration_ms <= b * 1000, 1), else_=0)) for b in BUCKETS_S]
         for stage, count, total_ms, *cumulative in session.execute(
             select(TaskRun.stage, func.count(), func.coalesce(func.sum(TaskRun.duration_ms), 0), *bucket_sums)
-            .where(TaskRun.status == "ok", TaskRun.id <= up_to)
+            .where(TaskRun.status == TaskRunStatus.OK, TaskRun.id <= up_to)
             .group_by(TaskRun.stage)
         ).all():
             self.durations[stage] = Durations(int(count), float(total_ms) / 1000, [int(c or 0) for c in cumulative])

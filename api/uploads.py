@@ -41,17 +41,19 @@ class CheckedImage:
         return grey_from_bytes(self.data)
 
 
-async def check_image(
+def check_image(
     upload: UploadFile, position: int, *, max_bytes: int, max_pixels: int, min_side: int, kind: str
 ) -> CheckedImage:
     """`position`: the file's index in the request's `files`; `kind` names what the image should
     be ("a metaphase image") in the too-small message. The file's name must fit the column it is
-    stored in and hold no control character (it is not repeated in that refusal)."""
+    stored in and hold no control character (it is not repeated in that refusal). Blocking (file
+    reads, a full decode): call it from a sync handler, which FastAPI runs in its threadpool,
+    never on the event loop."""
     name = upload.filename or "upload"
     problem = text_problem(name, column_length(CaseImage.filename))
     if problem is not None:
         raise invalid_field(("body", "files", position, "filename"), f"file {position}'s name: {problem}")
-    data = await upload.read(max_bytes + 1)
+    data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: larger than {max_bytes} bytes")
     try:

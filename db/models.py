@@ -15,6 +15,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, Stri
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.status import CaseStatus, ImageStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -28,10 +30,8 @@ class Base(DeclarativeBase):
     pass
 
 
-# case and image life cycle: received -> segmenting -> classifying -> assembling -> done | failed
-# "deleting": DELETE /v1/cases/{id} has begun erasing the case's objects; its rows go last, so
-# an interrupted deletion stays visible and is finished by repeating the request
-CASE_STATUSES = ("received", "segmenting", "classifying", "assembling", "done", "failed", "deleting")
+# the case and image life cycle and its allowed moves: db.status; every change goes through db.lifecycle
+CASE_STATUSES = tuple(CaseStatus)
 
 
 class Clinic(Base):
@@ -64,7 +64,7 @@ class Case(Base):
     # the banding of the case's images as the lab gave it: q (Q-band), g (G-band) or auto
     # (detected per image from its background); each image records the stain it was analysed as
     stain: Mapped[str] = mapped_column(String(4), default="auto")
-    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=CaseStatus.RECEIVED.value, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     abnormal: Mapped[bool | None] = mapped_column(Boolean, nullable=True, index=True)
@@ -97,7 +97,7 @@ class CaseImage(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="received")
+    status: Mapped[str] = mapped_column(String(20), default=ImageStatus.RECEIVED.value)
     stain: Mapped[str | None] = mapped_column(String(1), nullable=True)  # q or g, once segmented
     chromosome_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     karyotype: Mapped[str | None] = mapped_column(String(200), nullable=True)

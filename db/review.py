@@ -16,6 +16,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, Case, CaseImage, ChromosomeRow
+from db.status import CaseStatus, ImageStatus
 from karyoflow.consensus import CellKaryotype, Consensus, consensus
 from karyoflow.labels import LABEL_TO_INDEX
 from karyoflow.review import EditOutcome, ReviewedChromosome
@@ -38,7 +39,7 @@ def analysed_cells(images: Sequence[CaseImage]) -> list[CellKaryotype]:
     return [
         CellKaryotype(str(image.position), current_karyotype(image))
         for image in images
-        if image.status == "done" and not image.excluded and current_karyotype(image)
+        if image.status == ImageStatus.DONE and not image.excluded and current_karyotype(image)
     ]
 
 
@@ -131,7 +132,7 @@ def audit_event(case: Case, api_key_id: int | None, action: str, detail: dict, a
 
 
 def check_editable(case: Case) -> None:
-    if case.status != "done":
+    if case.status != CaseStatus.DONE:
         raise ReviewStateError(f"case {case.id} is {case.status}: only a finished case is reviewed")
     if case.review_status == "signed":
         raise ReviewStateError(f"case {case.id} was signed off by {case.signed_by}: reopen it before changing anything")

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 3600  # above the longest task: a late ack is never redelivered early
     stuck_after_s: int = 900  # the sweeper re-enqueues a case this long in one stage
     max_task_retries: int = 5
+    # the most ICIs of one forward pass in a classify worker (workers.batching)
+    classify_batch: int = 256
     # a task whose work is stored waits this long for Redis (restarting, a network blip) to
     # enqueue its next step, rather than failing and doing the work again; past it the case is
     # left in its stage for the sweeper

@@ -1,13 +1,6 @@
 """Object storage through the minio SDK (MinIO in docker compose, SeaweedFS's S3 here).
 
-Bucket layout (one bucket, `KARYO_BUCKET`), keys per clinic and case so a clinic's data can be
-listed, exported or deleted as a prefix:
-
-    clinics/<clinic_id>/cases/<case_id>/images/<position>/original<.ext>   the uploaded MCI
-    clinics/<clinic_id>/cases/<case_id>/images/<position>/icis/<n>.png     ICI n, cut out with its mask
-    clinics/<clinic_id>/cases/<case_id>/images/<position>/masks/<n>.png    mask n (full MCI size, 0/255)
-    clinics/<clinic_id>/cases/<case_id>/images/<position>/karyogram.png    the karyogram
-    clinics/<clinic_id>/cases/<case_id>/images/<position>/report.json      the JSON report
+One bucket (`KARYO_BUCKET`); the key layout and what is stored per case: infra.case_objects.
 
 Every object carries its content type and its SHA-256 in the metadata (`x-amz-meta-sha256`);
 writes of the same key with the same bytes are idempotent, so a re-run task rewrites the same
@@ -25,10 +18,6 @@ from minio import Minio
 from minio.error import S3Error
 
 from infra.settings import Settings
-
-
-def image_prefix(clinic_id: int, case_id: str, position: int) -> str:
-    return f"clinics/{clinic_id}/cases/{case_id}/images/{position}"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ which this module adds without the core knowing.
     karyo stack up|status|down                  the development stack (service.devstack)
     karyo submit, karyo cases ...               one clinic's cases (service.client.commands)
     karyo throughput FILE|DIR... [--cases N]    MCIs per hour of a deployment (service.client.throughput)
+    karyo latency FILE|DIR...                   GET latency while cases upload (service.client.latency)
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import httpx
 from karyoflow import cli as core_cli
 from karyoflow.inputs import InputError
 from service.client import commands as client_commands
-from service.client import throughput
+from service.client import latency, throughput
 from service.client.http import ApiError
 from service.devstack import commands as stack_commands
 
-SERVICE_COMMANDS = {"stack", "submit", "cases", "throughput"}
+SERVICE_COMMANDS = {"stack", "submit", "cases", "throughput", "latency"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karyo", description="Karyoflow service commands")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (stack_commands, client_commands, throughput):
+    for group in (stack_commands, client_commands, throughput, latency):
         group.add_commands(commands)
     return parser
 

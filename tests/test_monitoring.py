@@ -173,6 +173,20 @@ def test_throughput_summary_figures() -> None:
     assert summary["compute_s_per_image"] == 2.6
 
 
+@pytest.mark.unit
+def test_throughput_comparison_figures() -> None:
+    from service.client.latency import _percentiles
+    from service.client.throughput import comparison
+
+    in_process = {"images_per_hour": 3000.0, "compute_s_per_image": 1.2}
+    service = {"images_per_hour": 2700.0, "compute_s_per_image": 1.44}
+    assert comparison(in_process, service) == {"images_per_hour": 0.9, "compute_per_image": 1.2}
+    figures = _percentiles([0.010, 0.012, 0.011, 0.250] + [0.010] * 16)
+    assert (figures["p50"], figures["max"], figures["count"]) == (10.0, 250.0, 20)
+    assert figures["p95"] == 12.0  # nearest rank: 19 x 0.95 = 18.05 -> the 19th of 20
+    assert _percentiles([])["p95"] is None
+
+
 @pytest.mark.system
 def test_throughput_command_against_the_stack(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
     from service.cli import main as karyo
@@ -191,9 +205,36 @@ def test_throughput_command_against_the_stack(stack: Stack, labelled_dir: Path, 
     assert "2/2 cases done" in capsys.readouterr().out
     listed = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "throughput-2"}, headers={"X-API-Key": key})
     assert len(listed.json()["items"]) == 1
-    assert karyo(["throughput", str(mci), "--cases", "1", "--reference", "erased", "--delete", *client]) == 0
+    compared = tmp_path / "compared.json"
+    args = ["--reference", "erased", "--delete", "--compare", "--json", str(compared)]
+    assert karyo(["throughput", str(mci), "--cases", "1", *args, *client]) == 0
     erased = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "erased-1"}, headers={"X-API-Key": key})
     assert erased.json()["items"] == []  # measured, then erased
+    figures = json.loads(compared.read_text())
+    local = figures["in_process"]
+    assert local["images"] == 1 and all(ms > 0 for ms in local["compute_ms_per_image"].values())
+    assert figures["ratio"]["images_per_hour"] == pytest.approx(
+        figures["images_per_hour"] / local["images_per_hour"], rel=1e-2
+    )
+    assert "service / in process:" in capsys.readouterr().out
     assert karyo(["throughput", str(mci), "--cases", "0", *client]) == 2
     assert "--cases must be at least 1" in capsys.readouterr().err
     assert karyo(["throughput", str(tmp_path / "missing.png"), *client]) == 2
+
+
+@pytest.mark.system
+def test_latency_command_against_the_stack(stack: Stack, labelled_dir: Path, tmp_path: Path, capsys) -> None:
+    from service.cli import main as karyo
+
+    key = stack.create_clinic("Clinic Latency")
+    out = tmp_path / "latency.json"
+    mci = labelled_dir / "mci" / "original_7.json"
+    command = ["latency", str(mci), "--uploads", "2", "--rounds", "1", "--idle", "5", "--json", str(out)]
+    assert karyo([*command, "--api", stack.api_url, "--key", key]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["idle_ms"]["count"] == 5 and 0 < figures["idle_ms"]["p50"] <= figures["idle_ms"]["max"]
+    assert figures["concurrent_uploads"] == 2
+    listed = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "latency-1-2"}, headers={"X-API-Key": key})
+    assert len(listed.json()["items"]) == 1  # the uploads were real cases
+    assert "GET /v1/cases idle" in capsys.readouterr().out
+    assert karyo(["latency", str(mci), "--uploads", "0", "--api", stack.api_url, "--key", key]) == 2

@@ -1,5 +1,5 @@
 """The distributed service end to end: real Redis (its own redis-server), PostgreSQL, SeaweedFS
-S3, the API under uvicorn, two Celery worker processes and the sweeper (service.devstack.stack)."""
+S3, the API under uvicorn, three Celery workers and the sweeper (service.devstack.stack)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_a_worker_killed_during_segmentation_loses_nothing(
     case_id = submit(stack, key, [labelled_dir / "mci" / "original_8.json"])
     wait_status(stack, key, case_id, "segmenting")
     stack.stop("gpu0", sig=signal.SIGKILL)  # the whole worker, its pool child included
-    stack.start_worker("gpu0", "segment,classify")
+    stack.start_worker("gpu0", "segment")
     case = wait_done(stack, key, [case_id])[case_id]
     assert_one_result_set(db, store, case)
     db.expire_all()

@@ -1,11 +1,13 @@
 """The Celery application: Redis as broker and result backend.
 
-Queues: `segment` (GPU), `classify` (GPU, CPU fallback), `assemble` (CPU). Worker command lines
-(one process per GPU; models load in each worker process after the fork, never in the parent,
-because CUDA is not fork-safe):
+Queues: `segment` (GPU), `classify` (GPU or CPU), `assemble` (CPU). Worker command lines (models
+load in each worker process after the fork, never in the parent, because CUDA is not fork-safe;
+the classify worker is one process whose threads hand their ICIs to shared forward passes,
+workers.batching):
 
-    celery -A workers.app worker -Q segment,classify -c 1 -n gpu0@%h      # CUDA_VISIBLE_DEVICES=0
-    celery -A workers.app worker -Q assemble,classify -c 2 -n cpu@%h      # KARYO_DEVICE=cpu
+    celery -A workers.app worker -Q segment -c 1 -n gpu0@%h                          # CUDA_VISIBLE_DEVICES=0
+    celery -A workers.app worker -Q classify -P threads -c 128 -n classify0@%h       # CUDA_VISIBLE_DEVICES=0
+    celery -A workers.app worker -Q assemble -c 2 -n cpu@%h                          # KARYO_DEVICE=cpu
 
 Reliability: tasks are acknowledged late and rejected when their worker dies, so a killed worker's
 task is delivered again; every task is idempotent (same objects, same rows); the Redis

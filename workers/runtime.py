@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from infra.settings import get_settings
 from infra.storage import ObjectStore
 from karyoflow.pipeline import Karyotyper
 
+_loading = threading.Lock()
+
+
+def get_karyotyper() -> Karyotyper:
+    """The process's models; loaded once even when a thread pool's tasks all ask at once."""
+    with _loading:
+        return _load_karyotyper()
+
 
 @lru_cache
-def get_karyotyper() -> Karyotyper:
+def _load_karyotyper() -> Karyotyper:
     settings = get_settings()
     gband_classifier = settings.classifier_weights_gband
     gband_segmenter = settings.segmenter_weights_gband

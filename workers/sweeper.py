@@ -14,13 +14,9 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-
-from db.models import Case, CaseImage
-from db.session import session_scope
+from db.lifecycle import sweep_stuck
 from infra.settings import get_settings
 
-ACTIVE = ("received", "segmenting", "classifying", "assembling")
 MAX_SWEEPS = 5
 log = logging.getLogger("karyoflow.sweeper")
 
@@ -33,27 +29,8 @@ def enqueue_image(image_id: str) -> None:
 
 def sweep(now: datetime | None = None) -> list[str]:
     """Re-enqueue the stuck cases; return their ids."""
-    settings = get_settings()
     now = now or datetime.now(UTC)
-    cutoff = now - timedelta(seconds=settings.stuck_after_s)
-    swept = []
-    with session_scope() as session:
-        query = select(Case).where(Case.status.in_(ACTIVE), Case.stage_started_at < cutoff)
-        stuck = session.scalars(query.with_for_update(skip_locked=True)).all()
-        for case in stuck:
-            if case.enqueue_count >= MAX_SWEEPS:
-                case.error = f"stuck in '{case.status}' after {case.enqueue_count} attempts"
-                case.status, case.finished_at = "failed", now
-                continue
-            pending = session.scalars(
-                select(CaseImage.id).where(CaseImage.case_id == case.id, CaseImage.status != "done")
-            ).all()
-            for image_id in pending:
-                enqueue_image(image_id)
-            case.enqueue_count += 1
-            case.stage_started_at = now
-            swept.append(case.id)
-    return swept
+    return sweep_stuck(now - timedelta(seconds=get_settings().stuck_after_s), MAX_SWEEPS, enqueue_image, now)
 
 
 def main() -> None:

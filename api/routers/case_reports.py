@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Caller, get_db, key_or_cookie_caller, own_case
 from api.case_report import case_report
+from db.status import CaseStatus
 from karyoflow.case_report import case_report_pdf
 
 router = APIRouter(prefix="/v1/cases", tags=["review"])
@@ -24,7 +25,7 @@ def get_report_pdf(
     db: Annotated[Session, Depends(get_db)],
 ) -> Response:
     case = own_case(db, caller.clinic_id, case_id)
-    if case.status != "done":
+    if case.status != CaseStatus.DONE:
         raise HTTPException(409, f"case {case_id} is {case.status}: no report yet")
     pdf = case_report_pdf(case_report(db, case))
     name = f"karyoflow-{case.reference or case.id}.pdf".replace('"', "")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
 from minio.error import S3Error
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,9 +21,11 @@ from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, colum
 from api.objects import get_store, read_object
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
 from api.uploads import check_image
-from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage, ChromosomeRow, TaskRun
+from db.lifecycle import erase_rows, new_case, start_deleting
+from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage
+from db.status import CaseStatus, IllegalTransition
+from infra.case_objects import ImageKeys, case_prefix
 from infra.settings import Settings, get_settings
-from infra.storage import image_prefix
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")
@@ -37,7 +39,7 @@ def enqueue(image_id: str) -> None:
 
 
 @router.post("", status_code=202, response_model=CaseCreated, responses={413: {}, 415: {}})
-async def create_case(
+def create_case(
     files: list[UploadFile],
     caller: Annotated[Caller, Depends(current_caller)],
     db: Annotated[Session, Depends(get_db)],
@@ -49,13 +51,14 @@ async def create_case(
 ) -> CaseCreated:
     """One case from one or more MCIs. Every file is checked first; the case and its files are
     stored (database and object storage) before anything is enqueued. A bad file creates
-    nothing. If the queue is down the case waits for the sweeper."""
+    nothing. If the queue is down the case waits for the sweeper. A sync handler: reading,
+    decoding and storing run in the threadpool, so other requests are served meanwhile."""
     if not files:
         raise invalid_field(("body", "files"), "no files")
     if len(files) > settings.max_images_per_case:
         raise invalid_field(("body", "files"), f"at most {settings.max_images_per_case} images per case")
     checked = [
-        await check_image(
+        check_image(
             f,
             position,
             max_bytes=settings.max_image_bytes,
@@ -67,14 +70,12 @@ async def create_case(
     ]
     store = get_store()
     clinic_id = caller.clinic_id
-    case = Case(clinic_id=clinic_id, reference=reference, status="received", stain=stain)
-    db.add(case)
-    db.flush()
+    case = new_case(db, clinic_id, reference, stain)
     db.add(_audit(caller, "case.created", case, {"images": len(checked)}))  # committed with the case
     images = []
     try:
         for position, item in enumerate(checked):
-            key = f"{image_prefix(clinic_id, case.id, position)}/original{item.suffix}"
+            key = ImageKeys.of(clinic_id, case.id, position).original(item.suffix)
             store.put(key, item.data, item.content_type)
             image = CaseImage(
                 case_id=case.id,
@@ -92,7 +93,7 @@ async def create_case(
     except Exception as error:
         db.rollback()
         try:
-            store.delete_prefix(f"clinics/{clinic_id}/cases/{case.id}/")
+            store.delete_prefix(case_prefix(clinic_id, case.id))
         except Exception:  # storage itself is down: nothing readable was left either
             log.exception("could not clean up after a failed upload")
         if isinstance(error, (*STORAGE_DOWN, S3Error)):
@@ -144,23 +145,20 @@ def delete_case(
     visible and is finished by repeating the request; nothing of the case is served meanwhile."""
     clinic_id = caller.clinic_id
     case = own_case(db, clinic_id, case_id, lock=True)  # a failing task's handler waits for us
-    if case.status not in ("done", "failed", "deleting"):
-        raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed")
+    try:
+        start_deleting(case)
+    except IllegalTransition as error:
+        raise HTTPException(409, f"case {case_id} is {case.status}: delete it once it is done or failed") from error
     erased = _audit(caller, "case.deleted", case, {"images": len(case.images)})
-    case.status = "deleting"
     db.commit()
     try:
-        get_store().delete_prefix(f"clinics/{clinic_id}/cases/{case_id}/")
+        get_store().delete_prefix(case_prefix(clinic_id, case_id))
     except Exception as error:
         raise Unavailable(
             f"object storage unavailable; case {case_id} is marked deleting: repeat the request"
         ) from error
-    image_ids = select(CaseImage.id).where(CaseImage.case_id == case_id)
     try:
-        db.execute(delete(ChromosomeRow).where(ChromosomeRow.image_id.in_(image_ids)))
-        db.execute(delete(TaskRun).where(TaskRun.case_id == case_id))
-        db.execute(delete(CaseImage).where(CaseImage.case_id == case_id))
-        db.execute(delete(Case).where(Case.id == case_id))
+        erase_rows(db, case_id)
         db.add(erased)  # in the transaction that removes the rows: recorded if and only if erased
         db.commit()
     except IntegrityError as error:  # a late task of a failed case wrote a row meanwhile
@@ -187,7 +185,7 @@ def get_karyogram(
     image: Annotated[int, Query(ge=0, description="image position in the case")] = 0,
 ) -> Response:
     case = own_case(db, clinic_id, case_id)
-    if case.status == "deleting":
+    if case.status == CaseStatus.DELETING:
         raise HTTPException(409, f"case {case_id} is being deleted")
     row = _image(case, image)
     if row.karyogram_key is None:
@@ -201,7 +199,7 @@ def get_report(
 ) -> dict:
     """The JSON reports of the case's images (schema: docs/report.md)."""
     case = own_case(db, clinic_id, case_id)
-    if case.status != "done":
+    if case.status != CaseStatus.DONE:
         raise HTTPException(409, f"case {case_id} is {case.status}, no report yet")
     return {"case": case.id, "karyotype": case.karyotype,
             "reports": [json.loads(read_object(i.report_key)) for i in case.images if i.report_key]}  # fmt: skip

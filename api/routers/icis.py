@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Form, HTTPException, UploadFile
-from fastapi.concurrency import run_in_threadpool
 
 from api.auth import current_clinic
 from api.deps import get_classifier
@@ -29,7 +28,7 @@ MIN_ICI_SIDE = 4  # pixels; the smallest BioImLab ICIs are about 10 wide
 
 
 def _karyotype_cell(images: list[np.ndarray], names: list[str], stain_choice: str) -> KaryotypeResult:
-    """The cell's karyotype from its ICIs (blocking: torch; run in a thread)."""
+    """The cell's karyotype from its ICIs (blocking: torch)."""
     stain = resolve_stain(stain_choice, images)
     try:
         classifier = get_classifier(stain)
@@ -42,18 +41,19 @@ def _karyotype_cell(images: list[np.ndarray], names: list[str], stain_choice: st
 
 
 @router.post("/classify", response_model=CellClassification, responses={413: {}, 415: {}, 422: {}})
-async def classify_icis(
+def classify_icis(
     files: list[UploadFile],
     settings: Annotated[Settings, Depends(get_settings)],
     _clinic_id: Annotated[int, Depends(current_clinic)],
     stain: Annotated[StainForm, Form(description="q, g or auto (a bright background means G)")] = "auto",
 ) -> CellClassification:
     """Classify the ICIs of one cell and call its karyotype (send all of a cell's ICIs together:
-    they share its scale, and the karyotype assignment needs the whole cell)."""
+    they share its scale, and the karyotype assignment needs the whole cell). A sync handler:
+    the decoding and the forward pass run in the threadpool, not on the event loop."""
     if len(files) > settings.max_icis_per_request:
         raise invalid_field(("body", "files"), f"at most {settings.max_icis_per_request} ICIs per request")
     checked = [
-        await check_image(
+        check_image(
             f,
             position,
             max_bytes=settings.max_upload_bytes,
@@ -64,7 +64,7 @@ async def classify_icis(
         for position, f in enumerate(files)
     ]
     names = [f.filename or "" for f in files]
-    result = await run_in_threadpool(_karyotype_cell, [item.grey() for item in checked], names, stain)
+    result = _karyotype_cell([item.grey() for item in checked], names, stain)
     return CellClassification(
         n=len(result.chromosomes),
         stain=result.stain,

@@ -15,6 +15,7 @@ from api.auth import Caller, get_db, key_or_cookie_caller
 from api.review import image_view
 from api.review_schemas import ReviewedMetaphaseOut
 from db.models import Case
+from db.status import ImageStatus
 
 router = APIRouter(prefix="/v1/reviewed-metaphases", tags=["review"])
 
@@ -35,7 +36,7 @@ def list_reviewed_metaphases(
     out = []
     for case in cases:
         for image in case.images:
-            if image.excluded or image.status != "done":
+            if image.excluded or image.status != ImageStatus.DONE:
                 continue
             view = image_view(image)
             out.append(

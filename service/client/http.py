@@ -40,7 +40,7 @@ class KaryoflowClient:
     """One connection pool to one deployment, as one clinic (its API key)."""
 
     def __init__(self, url: str, key: str, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+        self.url, self.key = url.rstrip("/"), key
         self._http = httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=timeout)
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
 """`karyo throughput`: MCIs per hour and latency of a running deployment (the development stack
 or docker compose). A real measurement, not a test: it submits `--cases` one-image cases back to
 back as the key's clinic (reference `throughput-<n>`), waits for all, and reports; `--delete`
-erases the cases afterwards.
+erases the cases afterwards. `--compare` first runs the same MCIs through the in-process
+pipeline (`karyo run`'s, in this process, with the machine's cores) and prints both and their
+ratio: what the service's stages, queues and storage cost.
 
-    karyo throughput FILE|DIR... [--cases N] [--json OUT] [--delete]
+    karyo throughput FILE|DIR... [--cases N] [--json OUT] [--delete] [--compare]
 """
 
 from __future__ import annotations
@@ -77,6 +79,46 @@ def throughput_summary(cases: list[Case], reports: list[dict], wall_s: float, su
     }
 
 
+def in_process_summary(uploads: list[tuple[str, bytes]], cases: int) -> dict:
+    """The same MCIs as `measure_throughput` submits, one after the other through the in-process
+    pipeline (Karyotyper.analyse, karyogram and report rendered, as `karyo bench karyotype`),
+    after one warm-up: MCIs per hour and compute per MCI by stage, in the service's terms."""
+    import torch
+
+    from karyoflow.pipeline import Karyotyper, grey_from_bytes
+    from karyoflow.report import render_outputs
+
+    karyotyper = Karyotyper()
+    images = [(name, grey_from_bytes(data)) for name, data in uploads]
+    render_outputs(karyotyper.analyse(images[0][1], images[0][0]))  # warm-up: lazy loads, allocator
+    timings = []
+    started = time.monotonic()
+    for n in range(cases):
+        name, image = images[n % len(images)]
+        result = karyotyper.analyse(image, name)
+        render_outputs(result)
+        timings.append(result.timings_ms)
+    wall_s = time.monotonic() - started
+    stages = {stage: round(sum(t.get(stage, 0.0) for t in timings) / cases, 1) for stage in STAGES}
+    return {
+        "images": cases,
+        "threads": torch.get_num_threads(),
+        "wall_s": round(wall_s, 2),
+        "images_per_hour": round(cases / wall_s * 3600, 1),
+        "compute_ms_per_image": stages,
+        "compute_s_per_image": round(sum(stages.values()) / 1000, 3),
+    }
+
+
+def comparison(in_process: dict, service: dict) -> dict:
+    """The service's figures over the in-process pipeline's."""
+    compute = service["compute_s_per_image"]
+    return {
+        "images_per_hour": round(service["images_per_hour"] / in_process["images_per_hour"], 3),
+        "compute_per_image": round(compute / in_process["compute_s_per_image"], 3) if compute else None,
+    }
+
+
 def measure_throughput(
     client: KaryoflowClient,
     uploads: list[tuple[str, bytes]],
@@ -105,12 +147,21 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     if args.cases < 1:
         raise UsageError("--cases must be at least 1")
     uploads = [upload_of(path) for path in find_images(args.files)]
+    local = in_process_summary(uploads, args.cases) if args.compare else None
+    if local is not None:
+        print(
+            f"in process: {local['images']} MCIs in {local['wall_s']} s ({local['threads']} threads): "
+            f"{local['images_per_hour']} MCIs/hour; compute {local['compute_s_per_image']} s per MCI "
+            + json.dumps(local["compute_ms_per_image"])
+        )
     with client_of(args) as client:
         try:
             summary = measure_throughput(client, uploads, args.cases, args.reference, args.timeout, args.delete)
         except CaseTimeout as error:
             print(f"karyo: {len(error.unfinished)} cases not finished after {args.timeout} s", file=sys.stderr)
             return 1
+    if local is not None:
+        summary = {**summary, "in_process": local, "ratio": comparison(local, summary)}
     if args.json:
         write_atomically(args.json, (json.dumps(summary, indent=1) + "\n").encode())
     print(
@@ -119,6 +170,12 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         f"p95 {summary['latency_s']['p95']} s; worker compute {summary['compute_s_per_image']} s per MCI "
         + json.dumps(summary["compute_ms_per_image"])
     )
+    if local is not None:
+        ratio = summary["ratio"]
+        print(
+            f"service / in process: {ratio['images_per_hour']} x the MCIs per hour, "
+            f"{ratio['compute_per_image']} x the compute per MCI"
+        )
     return 0 if summary["failed"] == 0 else 1
 
 
@@ -130,5 +187,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     throughput.add_argument("--timeout", type=float, default=1800)
     throughput.add_argument("--json", type=Path, default=None, help="write the figures here")
     throughput.add_argument("--delete", action="store_true", help="erase the measurement's cases afterwards")
+    throughput.add_argument(
+        "--compare", action="store_true", help="run the same MCIs in process first; print both and their ratio"
+    )
     add_client_args(throughput)
     throughput.set_defaults(func=cmd_throughput)

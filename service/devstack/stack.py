@@ -2,9 +2,10 @@
 
 Starts what the service needs as child processes: a Redis (its own redis-server, so it can be
 stopped and restarted), SeaweedFS (`weed mini`, S3 with credentials), the database (a PostgreSQL
-database created on the machine's server, or SQLite), the migrations, the API under uvicorn, two
-Celery workers (segment+classify and assemble+classify), the sweeper and Flower. Every process
-gets the same KARYO_* environment. `Stack.up()` returns once every service answers.
+database created on the machine's server, or SQLite), the migrations, the API under uvicorn, three
+Celery workers (segment, classify as a thread pool batching its ICIs, assemble), the sweeper
+and Flower. Every process gets the same KARYO_* environment. `Stack.up()` returns once every
+service answers.
 
 Secrets (the S3 key, Flower's password, the metrics token; random per stack) travel in the
 environment, never on a command line (which every local user can read in the process table),
@@ -30,7 +31,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
-
 
 def state_dir() -> Path:
     """Where `karyo stack up` keeps the running stack's state: $KARYO_STACK_DIR, default
@@ -113,7 +113,10 @@ class StackConfig:
     database: str = "karyoflow_stack"
     stuck_after_s: int = 900
     sweep_interval_s: float = 15.0
-    worker_concurrency: int = 1
+    worker_concurrency: int = 1  # processes of the segment and of the assemble worker
+    # classify tasks one worker process holds at once, each a thread; their ICIs share forward
+    # passes (workers.batching)
+    classify_threads: int = 64
     flower_port: int = 5566
     flower_user: str = "admin"
     flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -245,9 +248,14 @@ class Stack:
         raise TimeoutError(f"the API did not answer /health within {STARTUP_TIMEOUT_S} s")
 
     def start_worker(self, name: str, queues: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
-                "-c", str(self.config.worker_concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle"]  # fmt: skip
+        """A worker; one that serves only the classify queue runs a thread pool (its tasks'
+        ICIs are classified in shared forward passes), the others prefork processes."""
+        if queues == "classify":
+            pool = ["-P", "threads", "-c", str(self.config.classify_threads)]
+        else:
+            pool = ["-P", "prefork", "-c", str(self.config.worker_concurrency)]
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, *pool,
+                "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
         return self._start(name, argv)
 
     def start_sweeper(self) -> None:
@@ -263,7 +271,7 @@ class Stack:
         process = self._start("flower", argv, {**self.env, "FLOWER_BASIC_AUTH": f"{c.flower_user}:{c.flower_password}"})
         _wait_port(c.flower_port, STARTUP_TIMEOUT_S, "Flower", process)  # it imports the tasks (torch)
 
-    def workers_ready(self, names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> None:
+    def workers_ready(self, names: list[str], timeout: float = 2 * STARTUP_TIMEOUT_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
         from celery import Celery
 
@@ -285,11 +293,12 @@ class Stack:
         self.start_storage()
         self.prepare_database()
         self.start_api()
-        self.start_worker("gpu0", "segment,classify")
-        self.start_worker("cpu", "assemble,classify")
+        self.start_worker("gpu0", "segment")
+        self.start_worker("classify", "classify")
+        self.start_worker("cpu", "assemble")
         self.start_sweeper()
         self.start_flower()
-        self.workers_ready(["gpu0", "cpu"])
+        self.workers_ready(["gpu0", "classify", "cpu"])
         self.write_state()
 
     def create_clinic(self, name: str) -> str:
@@ -314,7 +323,7 @@ class Stack:
             process.wait(5)
 
     def down(self) -> None:
-        for name in ["sweeper", "flower", "gpu0", "cpu", "api", "s3", "redis"] + list(self.processes):
+        for name in ["sweeper", "flower", "gpu0", "classify", "cpu", "api", "s3", "redis"] + list(self.processes):
             self.stop(name)
 
     def write_state(self) -> None:
