@@ -16,10 +16,15 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_model_card_matches_the_committed_weights() -> None:
-    card = (REPO / "models" / "chrnet4.md").read_text()
-    assert sha256_of(default_classifier_weights()) in card
-    assert default_classifier_weights().stat().st_size < 40 * 1024 * 1024  # fp16
+def test_every_committed_model_has_a_card_with_its_sha256_and_the_budget_holds() -> None:
+    weights = sorted((REPO / "models").glob("*.pt"))
+    assert default_classifier_weights() in weights
+    for path in weights:
+        card = path.with_suffix(".md")
+        assert card.is_file(), f"{path.name} has no model card"
+        assert sha256_of(path) in card.read_text(), f"{card.name} does not name {path.name}'s sha256"
+        assert path.stat().st_size < 40 * 1024 * 1024, path.name  # fp16
+    assert sum(path.stat().st_size for path in (REPO / "models").iterdir()) <= 160 * 1024 * 1024
 
 
 def test_default_weights_classify_the_labelled_cells(labelled_dir: Path, tmp_path: Path) -> None:
