@@ -186,13 +186,13 @@ def test_workers_segment_with_the_engine_of_the_settings(
     tiny_detectron2: Path, labelled_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from infra.settings import get_settings
-    from workers.runtime import get_karyotyper
+    from workers.runtime import _load_karyotyper, get_karyotyper
 
     monkeypatch.setenv("KARYO_SEGMENT_ENGINE", "detectron2")
     monkeypatch.setenv("KARYO_SEGMENTER_WEIGHTS", str(tiny_detectron2))
     monkeypatch.setenv("KARYO_DEVICE", "cpu")
     get_settings.cache_clear()
-    get_karyotyper.cache_clear()
+    _load_karyotyper.cache_clear()
     try:
         karyotyper = get_karyotyper()
         assert karyotyper.segment_engine == "detectron2"
@@ -203,4 +203,4 @@ def test_workers_segment_with_the_engine_of_the_settings(
         assert karyotyper.models["segmenter"]["architecture"] == "PointRend (detectron2)"
     finally:
         get_settings.cache_clear()
-        get_karyotyper.cache_clear()
+        _load_karyotyper.cache_clear()

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Caller, get_db, key_or_cookie_caller
+from api.fields import DateTimeParam
 from api.review import image_view
 from api.review_schemas import ReviewedMetaphaseOut
 from db.models import Case
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/reviewed-metaphases", tags=["review"])
 def list_reviewed_metaphases(
     caller: Annotated[Caller, Depends(key_or_cookie_caller)],
     db: Annotated[Session, Depends(get_db)],
-    since: Annotated[datetime | None, Query(description="signed off at or after this time")] = None,
+    since: Annotated[DateTimeParam | None, Query(description="signed off at or after this time (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="cases")] = 100,
 ) -> list[ReviewedMetaphaseOut]:
     """The metaphases of signed-off cases, oldest sign-off first (`since` pages on from the last
