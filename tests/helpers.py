@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from karyoflow.data.bioimlab import read_mci
@@ -97,3 +101,29 @@ def wait_ready(stack: Stack, timeout: float = 90) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"not ready after {timeout} s")
+
+
+ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextmanager
+def logged_in_page(url: str, key: str, width: int, height: int) -> Iterator:
+    """A Chromium page (Debian's, driven by Playwright) that opened `url`, a page behind the
+    clinic login, and sent the login form with `key`; the form returns to `url`. Screenshots
+    belong in ARTIFACTS, which exists."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
+            page.fill("#key", key)
+            page.click("button[type=submit]")
+            yield page
+        finally:
+            browser.close()

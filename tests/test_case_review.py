@@ -7,9 +7,7 @@ corrected labels; and the review in a real browser (Debian's Chromium via Playwr
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -28,12 +26,10 @@ from karyoflow.labels import LABEL_TO_INDEX
 from karyoflow.segment.dataset import load_samples
 from service.client.http import ApiError
 from service.devstack.stack import Stack
-from tests.helpers import client, submit, wait_done
+from tests.helpers import ARTIFACTS, client, logged_in_page, submit, wait_done
 
 pytestmark = pytest.mark.system
 
-ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
-CHROMIUM = "/usr/bin/chromium"
 REVIEWER = "Dr. Ada Rossi"
 
 
@@ -220,23 +216,13 @@ def test_review_in_the_browser(stack: Stack, labelled_dir: Path) -> None:
     """Log in, open the case from the list, relabel a chromosome: the karyogram, the consensus
     and the audit trail change; sign off; an edit after sign-off is refused. Screenshots go
     to out/test-artifacts/review-*.png."""
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
-    from playwright.sync_api import sync_playwright
-
     key = stack.create_clinic("Clinic Browser Review")
     case_id = submit(stack, key, [labelled_dir / "mci" / "original_1.json"], reference="B-7")
     wait_done(stack, key, [case_id])
     with client(stack, key) as api:
         before = api.review(case_id)
     one = _first(before["images"][0], "1")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(f"{stack.api_url}/cases")
-        page.fill("#key", key)
-        page.click("button[type=submit]")
+    with logged_in_page(f"{stack.api_url}/cases", key, 1500, 1100) as page:
         page.wait_for_selector(f"tr[data-case='{case_id}']")
         assert before["consensus"]["karyotype"] in page.text_content(f"tr[data-case='{case_id}']")
         page.screenshot(path=str(ARTIFACTS / "review-list.png"), full_page=True)
@@ -276,6 +262,5 @@ def test_review_in_the_browser(stack: Stack, labelled_dir: Path) -> None:
         page.goto(f"{stack.api_url}/cases/{case_id}/report")
         assert expected in page.text_content("#karyotype") and REVIEWER in page.text_content("#signed")
         page.screenshot(path=str(ARTIFACTS / "review-report.png"), full_page=True)
-        browser.close()
     for name in ("review-list", "review-corrected", "review-signed", "review-report"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000

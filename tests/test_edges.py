@@ -23,14 +23,13 @@ from sqlalchemy.orm import Session
 from db.models import TaskRun
 from infra.storage import ObjectStore
 from service.devstack.stack import Stack
-from tests.helpers import TIMEOUT_S, client, submit, wait_done, wait_ready
+from tests.helpers import ARTIFACTS, TIMEOUT_S, client, submit, wait_done, wait_ready
 
 pytestmark = pytest.mark.system
 
 # what a body must never hold: SQL, driver and library names, hosts and ports
 LEAKS = ("SELECT", "INSERT", "UPDATE ", "psycopg", "sqlalchemy", "postgresql", "127.0.0.1", "localhost", "Traceback")
 SCHEMATHESIS_BUDGET_S = int(os.environ.get("KARYO_SCHEMATHESIS_S", "90"))
-ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
 
 
 def stack_secrets(stack: Stack) -> list[str]:

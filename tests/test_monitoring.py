@@ -4,8 +4,6 @@ Flower behind basic auth; all against the running stack."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import httpx
@@ -16,10 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Case, TaskRun
 from service.devstack.stack import Stack
-from tests.helpers import submit, wait_done
-
-ARTIFACTS = Path(os.environ.get("KARYO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
-CHROMIUM = "/usr/bin/chromium"
+from tests.helpers import ARTIFACTS, logged_in_page, submit, wait_done
 
 
 def clinic_counts(db: Session, clinic_key_id: int) -> dict[str, int]:
@@ -37,22 +32,12 @@ def clinic_counts(db: Session, clinic_key_id: int) -> dict[str, int]:
 
 @pytest.mark.system
 def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labelled_dir: Path) -> None:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
-    from playwright.sync_api import sync_playwright
-
     key = stack.create_clinic("Clinic Dashboard")
     unauthenticated = httpx.get(f"{stack.api_url}/dashboard/data", timeout=30)
     assert unauthenticated.status_code == 401
     names = ["original_2.json", "original_106.json", "original_107c.json"]
     case_ids = []
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{stack.api_url}/dashboard")
-        page.fill("#key", key)
-        page.click("button[type=submit]")
+    with logged_in_page(f"{stack.api_url}/dashboard", key, 1400, 1000) as page:
         page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
         # the batch runs while the page is open
         case_ids = [
@@ -78,7 +63,6 @@ def test_dashboard_shows_what_the_database_holds(stack: Stack, db: Session, labe
         assert "segment" in page.text_content("#latency")
         assert page.get_attribute("a[target=_blank]", "href") == stack.flower_url
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        browser.close()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
