@@ -46,6 +46,13 @@ def default_segmenter_weights(engine: str = "torchvision", stain: str = "q") -> 
     return models_dir() / (GBAND_SEGMENTER_FILES if stain == "g" else SEGMENTER_FILES)[engine]
 
 
+def shipped_segmenter_weights(engine: str, stain: str) -> Path:
+    """The segmenter an engine uses for a stain: the stain's own where installed, else the
+    Q-band one (which segments a G-band image once inverted)."""
+    own = default_segmenter_weights(engine, stain)
+    return own if own.is_file() else default_segmenter_weights(engine)
+
+
 def default_split() -> Path:
     """The committed split of the BioImLab cells (splits/bioimlab.json)."""
     return shipped_dir("splits") / "bioimlab.json"

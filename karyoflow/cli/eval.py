@@ -78,11 +78,10 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
 def default_segmenter_for(samples: list, engine: str) -> Path:
     """The engine's shipped segmenter for the stain most of the MCIs are in (the Q-band one
     where no segmenter of that stain is shipped)."""
-    from karyoflow.resources import default_segmenter_weights
+    from karyoflow.resources import shipped_segmenter_weights
     from karyoflow.segment.dataset import majority_stain
 
-    own = default_segmenter_weights(engine, majority_stain(samples))
-    return own if own.is_file() else default_segmenter_weights(engine)
+    return shipped_segmenter_weights(engine, majority_stain(samples))
 
 
 def cmd_eval_segment(args: argparse.Namespace) -> int:
