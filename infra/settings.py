@@ -34,7 +34,10 @@ class Settings(BaseSettings):
 
     # cases
     max_image_bytes: int = 32 * 1024 * 1024  # per uploaded MCI
-    max_image_pixels: int = 40_000_000  # decompression-bomb guard (a 768x576 MCI has 0.44 M)
+    # decompression-bomb guard and what a segment worker's memory holds: segmenting an MCI of
+    # n megapixels peaks near 1.0 GiB + 0.4 GiB x n (scripts/segment_memory.py), so 6 M
+    # pixels stay under KARYO_WORKER_MAX_MEMORY_MB's 4 GiB (a 768x576 MCI has 0.44 M)
+    max_image_pixels: int = 6_000_000
     max_images_per_case: int = 16
 
     # infrastructure

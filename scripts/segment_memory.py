@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 class Discard:
@@ -34,7 +35,7 @@ def measure(path: str, megapixels: float) -> dict:
     from karyoflow.pipeline import Karyotyper
 
     karyotyper = Karyotyper(device="cpu")
-    image = read_mci(path).image
+    image = read_mci(Path(path)).image
     scale = (megapixels * 1e6 / image.size) ** 0.5
     size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
     grey = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
