@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # a prefork worker process is replaced after a task leaves it above this resident memory
     # (MiB); 0: never
     worker_max_memory_mb: int = 4096
+    # how long a new prefork worker process may take to load its models and report up
+    worker_start_timeout_s: float = 300.0
     # the most ICIs of one forward pass in a classify worker (workers.batching)
     classify_batch: int = 256
     # a task whose work is stored waits this long for Redis (restarting, a network blip) to

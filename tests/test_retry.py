@@ -87,4 +87,5 @@ def test_the_workers_wait_for_redis_and_bound_their_memory(monkeypatch: pytest.M
     with app.connection_for_write() as connection:  # not connected: the transport is only named
         assert connection.transport.Channel.QoS is QoS
     assert conf.worker_max_memory_per_child == 4096 * 1024  # KiB
+    assert conf.worker_proc_alive_timeout >= 60  # a replacement process has time to load its models
     assert conf.task_acks_late and conf.task_reject_on_worker_lost

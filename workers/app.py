@@ -70,6 +70,10 @@ app.conf.update(
     # a prefork child is replaced once a task leaves it above this (KiB); a child killed by the
     # kernel mid-task instead is a redelivery, capped by KARYO_MAX_REDELIVERIES
     worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,
+    # a new prefork child loads its models before it reports up (worker_process_init): on a busy
+    # host that takes far longer than Celery's 4 s, after which the parent kills the child and
+    # forks another, for ever (a child replaced after a kill or for its memory never came back)
+    worker_proc_alive_timeout=settings.worker_start_timeout_s,
     task_soft_time_limit=settings.task_soft_time_limit_s,
     task_time_limit=settings.task_soft_time_limit_s + 60,
     worker_send_task_events=True,
