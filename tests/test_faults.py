@@ -3,8 +3,9 @@ a temporary folder, never the machine's server) and a Redis that keeps its data 
 file, as docker compose's). Cases are in work when PostgreSQL stops for 15 s, Redis for 10 s,
 object storage for 30 s, or a worker process is killed: every case ends `done`, with one
 result set and one recorded assembly per image, and none was re-enqueued (there is no sweeper
-to do it). A message whose worker process dies under it every time fails its case after
-KARYO_MAX_REDELIVERIES deliveries more.
+to do it). A failure while PostgreSQL is down is recorded once it is back. A message whose
+worker process dies under it every time fails its case after KARYO_MAX_REDELIVERIES deliveries
+more.
 
 Each outage's recovery (from the dependency back to every case done) is written to
 out/test-artifacts/faults.json; docs/service.md quotes it.
@@ -18,6 +19,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +37,8 @@ from service.devstack.stack import Stack, StackConfig
 from tests.helpers import ARTIFACTS, assert_one_result_set, client, offset_port, submit, wait_done, wait_status
 
 pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[1]
 
 MAX_REDELIVERIES = 2
 RECOVERY_LIMIT_S = 300  # every case done this long after the dependency is back
@@ -244,6 +248,36 @@ def test_postgresql_stopped_15_s(fault_stack, key, db, store, postgres: PrivateP
     retried alone, and the chord waits for its retried members."""
     outage("postgresql", fault_stack, key, db, store, mcis(labelled_dir, *SAME),
            postgres.stop, postgres.start, 15, during="classifying")  # fmt: skip
+
+
+def test_a_failure_while_postgresql_is_down_is_recorded_once_it_is_back(
+    fault_stack, key, db, postgres: PrivatePostgres, labelled_dir: Path
+) -> None:
+    """A task that fails for good while PostgreSQL is down cannot mark its case failed: a
+    `record_failure` task does, once PostgreSQL is back. The case is uploaded while Redis is
+    down, so no worker takes it; the failure handler runs in a process of its own with the
+    stack's settings, as a worker's would."""
+    fault_stack.stop_redis()
+    try:
+        case_id = submit(fault_stack, key, mcis(labelled_dir, "3")[0], reference="failure")
+    finally:
+        fault_stack.start_redis()
+    with Session(db) as session:
+        image_id = session.scalar(select(CaseImage.id).where(CaseImage.case_id == case_id))
+    reason = "segment_image: RuntimeError: failed for good"
+    postgres.stop()
+    try:
+        handler = f"from workers.tasks import fail_or_defer; fail_or_defer({image_id!r}, {reason!r})"
+        out = subprocess.run([sys.executable, "-c", handler], env=fault_stack.env, cwd=REPO, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "deferred to record_failure" in out.stderr, out.stderr
+        time.sleep(3)  # record_failure is tried and retried meanwhile
+    finally:
+        postgres.start()
+    wait_status(fault_stack, key, case_id, "failed", timeout=120)
+    with client(fault_stack, key) as api:
+        assert api.case(case_id)["error"] == reason
 
 
 def test_redis_stopped_10_s(fault_stack, key, db, store, labelled_dir: Path) -> None:
