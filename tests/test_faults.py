@@ -161,15 +161,21 @@ def mcis(labelled_dir: Path, *names: str) -> list[list[Path]]:
 
 
 def taken_by_the_worker(stack: Stack, queue: str, timeout: float = 60) -> None:
-    """Until no message waits in `queue`: the worker holds them all (each recorded in Redis as
-    unacknowledged) and works on them. Stopping Redis while a worker is still taking messages
-    can lose the one in transit (kombu's Redis transport pops a message before it records it
-    as unacknowledged): that case is the sweeper's, not what this test is after."""
+    """Until no message waits in `queue` and none is in transit to the worker: the worker holds
+    them all (each recorded in Redis as unacknowledged, a count that then stops growing) and
+    works on them. Stopping Redis while a worker is still taking messages can lose the one in
+    transit (kombu's Redis transport pops a message before it records it as unacknowledged):
+    that case is the sweeper's, not what this test is after."""
     client = redis.Redis.from_url(stack.env["KARYO_REDIS_URL"])
     try:
         deadline = time.monotonic() + timeout
-        while client.llen(queue):
+        held, quiet_since = -1, time.monotonic()
+        while client.llen(queue) or time.monotonic() - quiet_since < 1.0:
             assert time.monotonic() < deadline, f"messages still waiting in {queue}"
+            now_held = client.hlen("unacked")
+            if now_held > held or client.llen(queue):
+                quiet_since = time.monotonic()
+            held = now_held
             time.sleep(0.02)
     finally:
         client.close()
