@@ -34,7 +34,10 @@ class Settings(BaseSettings):
 
     # cases
     max_image_bytes: int = 32 * 1024 * 1024  # per uploaded MCI
-    max_image_pixels: int = 40_000_000  # decompression-bomb guard (a 768x576 MCI has 0.44 M)
+    # decompression-bomb guard and what a segment worker's memory holds: segmenting an MCI of
+    # n megapixels peaks near 1.0 GiB + 0.4 GiB x n (scripts/segment_memory.py), so 6 M
+    # pixels stay under KARYO_WORKER_MAX_MEMORY_MB's 4 GiB (a 768x576 MCI has 0.44 M)
+    max_image_pixels: int = 6_000_000
     max_images_per_case: int = 16
 
     # infrastructure
@@ -55,14 +58,29 @@ class Settings(BaseSettings):
     # reliability
     task_soft_time_limit_s: int = 300
     visibility_timeout_s: int = 3600  # above the longest task: a late ack is never redelivered early
-    stuck_after_s: int = 900  # the sweeper re-enqueues a case this long in one stage
-    max_task_retries: int = 5
+    # the sweeper re-enqueues a case this long in one stage: the last resort, above a task's
+    # retry deadline plus its time limit, so it never races a task that is still retrying
+    stuck_after_s: int = 900
+    # transient errors (database, Redis, S3 unreachable) are retried with capped exponential
+    # backoff (equal jitter: half the step fixed, half random) until this many seconds after
+    # the task's first try (workers.retry)
+    retry_first_s: float = 1.0
+    retry_cap_s: float = 30.0
+    retry_deadline_s: float = 300.0
+    # a message delivered again after its worker process died mid-task (killed for memory, a
+    # crash in native code) runs at most this many times more; the next delivery fails its case
+    max_redeliveries: int = 3
+    # a prefork worker process is replaced after a task leaves it above this resident memory
+    # (MiB); 0: never
+    worker_max_memory_mb: int = 4096
+    # how long a new prefork worker process may take to load its models and report up
+    worker_start_timeout_s: float = 300.0
     # the most ICIs of one forward pass in a classify worker (workers.batching)
     classify_batch: int = 256
     # a task whose work is stored waits this long for Redis (restarting, a network blip) to
     # enqueue its next step, rather than failing and doing the work again; past it the case is
     # left in its stage for the sweeper
-    broker_wait_s: int = 60
+    broker_wait_s: int = 300
 
 
 @lru_cache

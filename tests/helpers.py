@@ -14,7 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from db.models import CaseImage, ChromosomeRow
+from infra.storage import ObjectStore
 from karyoflow.data.bioimlab import read_mci
 from service.client.http import Case, CaseTimeout, KaryoflowClient
 from service.devstack.stack import Stack
@@ -91,6 +95,22 @@ def wait_status(stack: Stack, key: str, case_id: str, status: str, timeout: floa
             api.wait_status(case_id, status, timeout)
         except CaseTimeout:
             raise AssertionError(f"case {case_id} never reached {status}") from None
+
+
+def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:
+    """The case's images each have one set of chromosome rows (no duplicates, no gaps) and
+    every object those rows, the report and the karyogram name."""
+    db.expire_all()
+    for image in case["images"]:
+        row = db.scalar(
+            select(CaseImage).where(CaseImage.case_id == case["id"], CaseImage.position == image["position"])
+        )
+        numbers = db.scalars(select(ChromosomeRow.number).where(ChromosomeRow.image_id == row.id)).all()
+        assert sorted(numbers) == list(range(1, image["chromosome_count"] + 1))  # no duplicates, no gaps
+        keys = set(store.list(row.object_key.rsplit("/", 1)[0] + "/"))
+        assert {row.object_key, row.report_key, row.karyogram_key} <= keys
+        rows = db.scalars(select(ChromosomeRow).where(ChromosomeRow.image_id == row.id)).all()
+        assert {r.ici_key for r in rows} <= keys and {r.mask_key for r in rows} <= keys
 
 
 def wait_ready(stack: Stack, timeout: float = 90) -> None:

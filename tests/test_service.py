@@ -26,23 +26,9 @@ from karyoflow.data.bioimlab import read_mci
 from karyoflow.pipeline import Karyotyper
 from karyoflow.report import validate_report
 from service.devstack.stack import Stack
-from tests.helpers import offset_port, png_of, submit, wait_done, wait_ready, wait_status
+from tests.helpers import assert_one_result_set, offset_port, png_of, submit, wait_done, wait_ready, wait_status
 
 pytestmark = pytest.mark.system
-
-
-def assert_one_result_set(db: Session, store: ObjectStore, case: dict) -> None:
-    db.expire_all()
-    for image in case["images"]:
-        row = db.scalar(
-            select(CaseImage).where(CaseImage.case_id == case["id"], CaseImage.position == image["position"])
-        )
-        numbers = db.scalars(select(ChromosomeRow.number).where(ChromosomeRow.image_id == row.id)).all()
-        assert sorted(numbers) == list(range(1, image["chromosome_count"] + 1))  # no duplicates, no gaps
-        keys = set(store.list(row.object_key.rsplit("/", 1)[0] + "/"))
-        assert {row.object_key, row.report_key, row.karyogram_key} <= keys
-        rows = db.scalars(select(ChromosomeRow).where(ChromosomeRow.image_id == row.id)).all()
-        assert {r.ici_key for r in rows} <= keys and {r.mask_key for r in rows} <= keys
 
 
 def test_cases_flow_through_the_service(

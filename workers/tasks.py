@@ -44,26 +44,75 @@ from karyoflow.pipeline import grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
 from workers.app import app
 from workers.batching import ClassifyBatcher
+from workers.retry import RetryPolicy
 from workers.runtime import get_karyotyper, get_store
 
 # Redis (broker and result backend) unreachable. redis-py's errors do not derive from the
 # builtin ConnectionError/TimeoutError, so they are named here.
 BROKER_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerOperationalError)
 TRANSIENT = (S3Error, OperationalError, Urllib3Error, ConnectionError, TimeoutError, *BROKER_DOWN)
+# the time of a task's first try, carried by its retries' messages: the retry deadline counts from it
+FIRST_TRY_HEADER = "karyo_first_try"
+DELIVERIES_TTL_S = 7 * 24 * 3600
 log = logging.getLogger("karyoflow.worker")
 
 
-class CaseTask(Task):
-    """Retries transient storage/database/broker errors with backoff; a task that fails for good
-    marks its case failed with the reason, unless the broker was down: then the retry itself
-    could not be enqueued, and the case is left in its stage for the sweeper, which re-enqueues
-    it from the database once Redis is back."""
+class PoisonMessage(Exception):
+    """A message whose worker process died under it more often than KARYO_MAX_REDELIVERIES."""
 
-    autoretry_for = TRANSIENT
-    retry_backoff = 2
-    retry_backoff_max = 60
-    retry_jitter = True
-    max_retries = get_settings().max_task_retries
+
+@lru_cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def count_delivery(task_id: str, retries: int) -> int | None:
+    """How many times this try of the task (its id and retry number: a retry is a new message,
+    not a redelivery) has been delivered, this one included; None when Redis cannot say."""
+    key = f"karyoflow:deliveries:{task_id}:{retries}"
+    try:
+        with _redis().pipeline() as pipe:
+            count, _ = pipe.incr(key).expire(key, DELIVERIES_TTL_S).execute()
+        return int(count)
+    except redis.exceptions.RedisError as error:
+        log.warning("delivery of %s not counted: %s", task_id, error)
+        return None
+
+
+class CaseTask(Task):
+    """Retries transient storage/database/broker errors with capped exponential backoff until
+    the deadline of workers.retry; a task that fails for good marks its case failed with the
+    reason, through the database, or, while the database is unreachable, through a
+    `record_failure` task that waits for it. A message delivered more than
+    KARYO_MAX_REDELIVERIES times again (its worker process died under it each time) fails its
+    case instead of running. Left for the sweeper: a failure while Redis is unreachable too
+    (nothing can be enqueued), and a task that ran out of time with Redis unreachable."""
+
+    max_retries = None  # bounded by the deadline (workers.retry), not by a count
+
+    def __call__(self, *args, **kwargs):
+        request = self.request
+        if request.called_directly or not request.id:
+            return super().__call__(*args, **kwargs)
+        started = time.time()
+        deliveries = count_delivery(request.id, request.retries or 0)
+        allowed = 1 + get_settings().max_redeliveries
+        if deliveries is not None and deliveries > allowed:
+            raise PoisonMessage(
+                f"delivered {deliveries} times: its worker process died under it each of the {deliveries - 1} "
+                f"times before (out of memory, a crash?); not run again"
+            )
+        try:
+            return self.run(*args, **kwargs)
+        except TRANSIENT as error:
+            first_try = float(getattr(request, FIRST_TRY_HEADER, None) or started)
+            wait = RetryPolicy.from_settings().next_delay(request.retries or 0, first_try)
+            if wait is None:
+                raise  # past the deadline: a failure for good (on_failure)
+            log.warning("%s[%s]: %s: %s; retry %d in %.1f s", self.name, request.id, type(error).__name__,
+                        error, (request.retries or 0) + 1, wait)  # fmt: skip
+            headers = {FIRST_TRY_HEADER: first_try}
+            raise self.retry(exc=error, countdown=wait, max_retries=None, headers=headers) from error
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # every task takes its image's id as its first string argument
@@ -74,7 +123,21 @@ class CaseTask(Task):
             log.warning("%s for image %s: Redis unreachable (%s); left for the sweeper", self.name, image_id, exc)
             return
         reason = f"{self.name.rsplit('.', 1)[-1]}: {type(exc).__name__}: {exc}"[:2000]
+        fail_or_defer(image_id, reason)
+
+
+def fail_or_defer(image_id: str, reason: str) -> None:
+    """The image and its case failed with `reason`; while the database is unreachable, a
+    `record_failure` task does it later (retried like every task, until the deadline)."""
+    try:
         fail_image(image_id, reason)
+        return
+    except OperationalError as error:
+        log.warning("failure of image %s not recorded yet (%s): deferred to record_failure", image_id, error)
+    try:
+        record_failure.apply_async((image_id, reason), headers={FIRST_TRY_HEADER: time.time()})
+    except Exception as error:  # Redis unreachable as well
+        log.error("failure of image %s not recorded (%s); left for the sweeper: %s", image_id, error, reason)
 
 
 def worker_name(task: Task) -> str:
@@ -236,3 +299,15 @@ def assemble_image(self: Task, classified: list[dict], image_id: str) -> str:
         return "skipped"
     _record(self, ref.case_id, image_id, Stage.ASSEMBLE, started)
     return result.karyotype.iscn
+
+
+class FailureTask(CaseTask):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        log.error("failure of image %s not recorded (%s); left for the sweeper: %s", args[0], exc, args[1])
+
+
+@app.task(base=FailureTask, bind=True, name="workers.tasks.record_failure")
+def record_failure(self: Task, image_id: str, reason: str) -> None:
+    """Mark an image and its case failed with `reason` (a task's failure that came while the
+    database was unreachable)."""
+    fail_image(image_id, reason)

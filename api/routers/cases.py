@@ -32,10 +32,15 @@ log = logging.getLogger("karyoflow.api")
 MIN_MCI_SIDE = 64  # pixels; a metaphase is hundreds wide
 
 
+# an upload does not wait for Redis as long as a worker does: about 3 s, then the case is the
+# sweeper's
+ENQUEUE_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1}
+
+
 def enqueue(image_id: str) -> None:
     from workers.tasks import segment_image
 
-    segment_image.apply_async(args=(image_id,))
+    segment_image.apply_async(args=(image_id,), retry_policy=ENQUEUE_RETRY_POLICY)
 
 
 @router.post("", status_code=202, response_model=CaseCreated, responses={413: {}, 415: {}})

@@ -112,7 +112,10 @@ class StackConfig:
     postgres_url: str | None = "postgresql+psycopg://postgres@127.0.0.1:5432"
     database: str = "karyoflow_stack"
     stuck_after_s: int = 900
-    sweep_interval_s: float = 15.0
+    sweep_interval_s: float | None = 15.0  # None: no sweeper (to see what recovers without it)
+    # Redis keeps its data over a restart in an append-only file (docker compose's Redis does);
+    # off: a restart loses every queued message, and the sweeper enqueues those cases again
+    redis_append_only: bool = False
     worker_concurrency: int = 1  # processes of the segment and of the assemble worker
     # classify tasks one worker process holds at once, each a thread; their ICIs share forward
     # passes (workers.batching)
@@ -181,9 +184,10 @@ class Stack:
         redis_dir = c.state_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         argv = [_binary("redis-server"), "--port", str(c.redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
-        # no persistence: a restart loses every queued message, which is what the sweeper is for
+        # without persistence a restart loses every queued message, which is what the sweeper is for
+        persistence = ["--appendonly", "yes" if c.redis_append_only else "no"]
         _port_free(c.redis_port, "redis-server")
-        process = self._start("redis", [*argv, "--save", "", "--appendonly", "no"])
+        process = self._start("redis", [*argv, "--save", "", *persistence])
         _wait_port(c.redis_port, 60, "redis-server", process)
 
     def stop_redis(self) -> None:
@@ -259,6 +263,8 @@ class Stack:
         return self._start(name, argv)
 
     def start_sweeper(self) -> None:
+        if self.config.sweep_interval_s is None:
+            return
         argv = [sys.executable, "-m", "workers.sweeper", "--interval", str(self.config.sweep_interval_s)]
         self._start("sweeper", argv)
 
