@@ -118,14 +118,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory, postgres: PrivatePostg
     )
     stack = Stack(config)
     try:
-        stack.start_redis()
-        stack.start_storage()
-        stack.prepare_database()
-        stack.start_api()
-        stack.start_worker("gpu0", "segment")
-        stack.start_worker("classify", "classify")
-        stack.start_worker("cpu", "assemble")
-        stack.workers_ready(["gpu0", "classify", "cpu"])
+        stack.up()  # without a sweeper: sweep_interval_s is None
         assert "sweeper" not in stack.processes
         yield stack
     finally:
