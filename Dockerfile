@@ -23,4 +23,6 @@ RUN useradd --create-home karyo && chown -R karyo /app
 USER karyo
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# NoDelayH11Protocol: with UVICORN_WORKERS above 1, uvicorn's own protocol leaves Nagle's algorithm
+# on and every kept-alive request waits ~40 ms for a delayed ACK (api/http_protocol.py)
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--http", "api.http_protocol:NoDelayH11Protocol"]

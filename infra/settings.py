@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # pixels stay under KARYO_WORKER_MAX_MEMORY_MB's 4 GiB (a 768x576 MCI has 0.44 M)
     max_image_pixels: int = 6_000_000
     max_images_per_case: int = 16
+    # requests that decode and store images (uploads, ICI classification) processed at once
+    # per API process, and how long one waits for its turn before a 503 (api.admission)
+    upload_concurrency: int = Field(default=1, ge=1)
+    upload_wait_s: float = Field(default=60.0, gt=0)
 
     # infrastructure
     database_url: str = "sqlite:///karyoflow.db"

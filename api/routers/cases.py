@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.admission import image_request_slot
 from api.auth import Caller, current_caller, current_clinic, get_db, own_case
 from api.errors import STORAGE_DOWN, Unavailable, invalid_field
 from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, column_length, text_problem
@@ -57,7 +58,15 @@ def create_case(
     """One case from one or more MCIs. Every file is checked first; the case and its files are
     stored (database and object storage) before anything is enqueued. A bad file creates
     nothing. If the queue is down the case waits for the sweeper. A sync handler: reading,
-    decoding and storing run in the threadpool, so other requests are served meanwhile."""
+    decoding and storing run in the threadpool, so other requests are served meanwhile, and
+    uploads take their turn (api.admission) so that reads keep a share of the machine."""
+    with image_request_slot(settings):
+        return _store_and_enqueue(files, caller, db, settings, reference, stain)
+
+
+def _store_and_enqueue(
+    files: list[UploadFile], caller: Caller, db: Session, settings: Settings, reference: str, stain: str
+) -> CaseCreated:
     if not files:
         raise invalid_field(("body", "files"), "no files")
     if len(files) > settings.max_images_per_case:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Form, HTTPException, UploadFile
 
+from api.admission import image_request_slot
 from api.auth import current_clinic
 from api.deps import get_classifier
 from api.errors import invalid_field
@@ -49,7 +50,8 @@ def classify_icis(
 ) -> CellClassification:
     """Classify the ICIs of one cell and call its karyotype (send all of a cell's ICIs together:
     they share its scale, and the karyotype assignment needs the whole cell). A sync handler:
-    the decoding and the forward pass run in the threadpool, not on the event loop."""
+    the decoding and the forward pass run in the threadpool, not on the event loop; the forward
+    pass takes its turn with the uploads (api.admission)."""
     if len(files) > settings.max_icis_per_request:
         raise invalid_field(("body", "files"), f"at most {settings.max_icis_per_request} ICIs per request")
     checked = [
@@ -64,7 +66,8 @@ def classify_icis(
         for position, f in enumerate(files)
     ]
     names = [f.filename or "" for f in files]
-    result = _karyotype_cell([item.grey() for item in checked], names, stain)
+    with image_request_slot(settings):
+        result = _karyotype_cell([item.grey() for item in checked], names, stain)
     return CellClassification(
         n=len(result.chromosomes),
         stain=result.stain,

@@ -57,24 +57,35 @@ def measure_listing_latency(
     for round_number in range(1, rounds + 1):
         windows: list[tuple[float, float]] = []
         lock = threading.Lock()
+        # Each uploader is connected before the burst, as a lab's client already is: building an
+        # HTTP client costs ~25 ms of CPU (its TLS context), which on a small machine would be the
+        # load generator competing with the API it measures.
+        uploaders = [KaryoflowClient(url, key) for _ in range(concurrent)]
+        start = threading.Barrier(concurrent + 1, timeout=60)
 
-        def upload(n: int, round_number: int = round_number, windows: list = windows, lock=lock) -> None:
-            with KaryoflowClient(url, key) as uploader:
-                started = time.monotonic()
-                uploader.submit_case([uploads[n % len(uploads)]], f"latency-{round_number}-{n + 1}")
-                with lock:
-                    windows.append((started, time.monotonic()))
+        def upload(n: int, round_number: int = round_number, windows: list = windows, lock=lock, start=start,
+                   uploaders: list[KaryoflowClient] = uploaders) -> None:  # fmt: skip
+            start.wait()
+            started = time.monotonic()
+            uploaders[n].submit_case([uploads[n % len(uploads)]], f"latency-{round_number}-{n + 1}")
+            with lock:
+                windows.append((started, time.monotonic()))
 
         threads = [threading.Thread(target=upload, args=(n,)) for n in range(concurrent)]
         listings: list[tuple[float, float]] = []
-        with KaryoflowClient(url, key) as lister:
-            _timed_listing(lister)
+        try:
+            with KaryoflowClient(url, key) as lister:
+                _timed_listing(lister)
+                for thread in threads:
+                    thread.start()
+                start.wait()
+                while any(thread.is_alive() for thread in threads):
+                    listings.append(_timed_listing(lister))
             for thread in threads:
-                thread.start()
-            while any(thread.is_alive() for thread in threads):
-                listings.append(_timed_listing(lister))
-        for thread in threads:
-            thread.join()
+                thread.join()
+        finally:
+            for uploader in uploaders:
+                uploader.close()
         if len(windows) != concurrent:
             raise RuntimeError(f"{concurrent - len(windows)} uploads of round {round_number} failed")
         loaded_s += [d for s, d in listings if any(a <= s <= b for a, b in windows)]

@@ -236,7 +236,7 @@ class Stack:
 
     def start_api(self) -> None:
         argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                "--port", str(self.config.api_port)]  # fmt: skip
+                "--port", str(self.config.api_port), "--http", "api.http_protocol:NoDelayH11Protocol"]  # fmt: skip
         _port_free(self.config.api_port, "the API")
         process = self._start("api", argv)
         deadline = time.time() + STARTUP_TIMEOUT_S
