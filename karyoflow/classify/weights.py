@@ -8,7 +8,7 @@ import torch
 
 from karyoflow.classify.model import ChrNet4
 from karyoflow.resources import default_classifier_weights
-from karyoflow.weights_io import WeightsError, load_checked, save_fp16, sha256_of
+from karyoflow.weights_io import WeightsError, load_checked, read_meta, save_fp16, sha256_of
 
 WEIGHTS_FORMAT = "karyoflow-chrnet4/1"
 
@@ -35,3 +35,8 @@ def load_weights(path: Path | None, device: torch.device | str = "cpu") -> tuple
     model = ChrNet4(blocks_per_stage=tuple(meta.get("blocks_per_stage", (2, 1, 3, 2))))
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+def read_classifier_meta(path: Path) -> dict:
+    """The metadata of ChrNet4 weights (its stain, its preprocessing) without building the model."""
+    return read_meta(Path(path), WEIGHTS_FORMAT, "karyo train classify")

@@ -110,9 +110,9 @@ def make_karyotyper(args: argparse.Namespace):
     if getattr(args, "score_threshold", None) is not None:
         kwargs["score_threshold"] = args.score_threshold
     if args.classify_weights is not None:  # used for the stain it was trained on
-        from karyoflow.classify.weights import load_weights, weights_stain
+        from karyoflow.classify.weights import read_classifier_meta, weights_stain
 
-        stain = weights_stain(load_weights(args.classify_weights)[1])
+        stain = weights_stain(read_classifier_meta(args.classify_weights))
         kwargs["classifier_weights_by_stain"] = {stain: args.classify_weights}
     if args.segment_weights is not None:  # likewise
         from karyoflow.segment.engines import segmenter_stain

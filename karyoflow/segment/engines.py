@@ -59,9 +59,9 @@ def _engine_of_file(path: Path) -> str | None:
 def segmenter_stain(path: Path, engine: str = DEFAULT_ENGINE) -> str:
     """The stain of the MCIs a segmenter of `engine` was trained on (weights recording none:
     Q-band); weights that are not the engine's are a WeightsError."""
-    from karyoflow.weights_io import load_checked
+    from karyoflow.weights_io import read_meta
 
-    meta = load_checked(Path(path), _weights_format(engine), "karyo train segment")[1]
+    meta = read_meta(Path(path), _weights_format(engine), "karyo train segment")
     return str(meta.get("stain", "q"))
 
 
