@@ -4,6 +4,7 @@ its original image. Answers the X-API-Key header and the review pages' login coo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -13,6 +14,7 @@ from api.auth import Caller, get_db, key_or_cookie_caller, own_case
 from api.objects import read_object
 from api.review import correct, image_of, png_bytes, review_view
 from api.review_schemas import CorrectionIn, ReopenIn, ReviewOut, SignOffIn
+from db.models import Case
 from db.review import ReviewStateError, audit_event, reopen, sign_off
 from karyoflow.pipeline import grey_from_bytes
 
@@ -49,6 +51,21 @@ def post_correction(
     return review_view(db, case)
 
 
+def _change_review_state(
+    db: Session, caller: Caller, case_id: str, action: str, reviewer: str, change: Callable[[Case], dict]
+) -> ReviewOut:
+    """Lock the case, apply `change` (a sign-off or a reopen; it returns the audit detail), audit
+    it under `action` and commit; 409 where the case's review state does not allow it."""
+    case = own_case(db, caller.clinic_id, case_id, lock=True)
+    try:
+        detail = change(case)
+    except ReviewStateError as error:
+        raise HTTPException(409, str(error)) from error
+    db.add(audit_event(case, caller.api_key_id, action, detail, reviewer))
+    db.commit()
+    return review_view(db, case)
+
+
 @router.post("/{case_id}/sign-off", response_model=ReviewOut, responses={409: {}})
 def post_sign_off(
     case_id: str,
@@ -57,15 +74,12 @@ def post_sign_off(
     db: Annotated[Session, Depends(get_db)],
 ) -> ReviewOut:
     """The reviewer signs the case: it is locked (corrections answer 409) until reopened."""
-    case = own_case(db, caller.clinic_id, case_id, lock=True)
-    try:
+
+    def sign(case: Case) -> dict:
         sign_off(case, body.reviewer)
-    except ReviewStateError as error:
-        raise HTTPException(409, str(error)) from error
-    detail = {"karyotype": case.karyotype, "cells": case.cells_analysed}
-    db.add(audit_event(case, caller.api_key_id, "case.signed", detail, body.reviewer))
-    db.commit()
-    return review_view(db, case)
+        return {"karyotype": case.karyotype, "cells": case.cells_analysed}
+
+    return _change_review_state(db, caller, case_id, "case.signed", body.reviewer, sign)
 
 
 @router.post("/{case_id}/reopen", response_model=ReviewOut, responses={409: {}})
@@ -76,15 +90,13 @@ def post_reopen(
     db: Annotated[Session, Depends(get_db)],
 ) -> ReviewOut:
     """Open a signed case again, with a reason (audited, with who had signed it and when)."""
-    case = own_case(db, caller.clinic_id, case_id, lock=True)
-    signed = {"signed_by": case.signed_by, "signed_at": case.signed_at.isoformat() if case.signed_at else None}
-    try:
+
+    def open_again(case: Case) -> dict:
+        signed = {"signed_by": case.signed_by, "signed_at": case.signed_at.isoformat() if case.signed_at else None}
         reopen(case)
-    except ReviewStateError as error:
-        raise HTTPException(409, str(error)) from error
-    db.add(audit_event(case, caller.api_key_id, "case.reopened", {"reason": body.reason, **signed}, body.reviewer))
-    db.commit()
-    return review_view(db, case)
+        return {"reason": body.reason, **signed}
+
+    return _change_review_state(db, caller, case_id, "case.reopened", body.reviewer, open_again)
 
 
 @router.get("/{case_id}/images/{position}/karyogram", response_class=Response, responses=PNG)
