@@ -218,6 +218,7 @@ def test_latency_command_against_the_stack(stack: Stack, labelled_dir: Path, tmp
     figures = json.loads(out.read_text())
     assert figures["idle_ms"]["count"] == 5 and 0 < figures["idle_ms"]["p50"] <= figures["idle_ms"]["max"]
     assert figures["concurrent_uploads"] == 2
+    assert figures["uploads_ms"]["count"] == 2 and 0 < figures["uploads_ms"]["p50"] <= figures["uploads_ms"]["max"]
     listed = httpx.get(f"{stack.api_url}/v1/cases", params={"reference": "latency-1-2"}, headers={"X-API-Key": key})
     assert len(listed.json()["items"]) == 1  # the uploads were real cases
     assert "GET /v1/cases idle" in capsys.readouterr().out

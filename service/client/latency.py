@@ -6,8 +6,10 @@ other request for the length of each upload; this measures that it does not.
 
 Idle: `--idle` listings one after another. Loaded: `--rounds` times, `--uploads` one-image cases
 uploaded at once (a thread each) while one thread lists the cases back to back; only the
-listings that started while an upload was in flight count. The uploaded cases are real (the
-key's clinic, references `latency-<round>-<n>`): the workers analyse them afterwards.
+listings that started while an upload was in flight count. The uploads' own times
+(`uploads_ms`, their wait for a turn included) are reported too: what the listings gain, an
+upload may pay. The uploaded cases are real (the key's clinic, references
+`latency-<round>-<n>`): the workers analyse them afterwards.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def measure_listing_latency(
         _timed_listing(client)  # a warm connection, as in the loaded phase
         idle_s = [_timed_listing(client)[1] for _ in range(idle)]
     loaded_s: list[float] = []
+    upload_s: list[float] = []  # each upload's own time, its wait for a turn included
     for round_number in range(1, rounds + 1):
         windows: list[tuple[float, float]] = []
         lock = threading.Lock()
@@ -89,9 +92,11 @@ def measure_listing_latency(
         if len(windows) != concurrent:
             raise RuntimeError(f"{concurrent - len(windows)} uploads of round {round_number} failed")
         loaded_s += [d for s, d in listings if any(a <= s <= b for a, b in windows)]
+        upload_s += [b - a for a, b in windows]
     idle_ms, loaded_ms = _percentiles(idle_s), _percentiles(loaded_s)
     ratio = round(loaded_ms["p95"] / idle_ms["p95"], 2) if loaded_ms["p95"] and idle_ms["p95"] else None
-    return {"idle_ms": idle_ms, "during_uploads_ms": loaded_ms, "p95_ratio": ratio, "concurrent_uploads": concurrent}
+    return {"idle_ms": idle_ms, "during_uploads_ms": loaded_ms, "p95_ratio": ratio, "concurrent_uploads": concurrent,
+            "uploads_ms": _percentiles(upload_s)}  # fmt: skip
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
@@ -107,7 +112,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     print(
         f"GET /v1/cases idle: p50 {idle['p50']} ms, p95 {idle['p95']} ms ({idle['count']} requests); "
         f"during {args.uploads} concurrent uploads: p50 {loaded['p50']} ms, p95 {loaded['p95']} ms, "
-        f"max {loaded['max']} ms ({loaded['count']} requests); p95 ratio {figures['p95_ratio']}"
+        f"max {loaded['max']} ms ({loaded['count']} requests); p95 ratio {figures['p95_ratio']}; "
+        f"the uploads took p50 {figures['uploads_ms']['p50']} ms, max {figures['uploads_ms']['max']} ms"
     )
     return 0
 
