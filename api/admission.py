@@ -1,11 +1,13 @@
-"""Admission of the requests that decode and store images (case uploads, ICI classification).
+"""Admission of the heavy image work: a case upload's checks and storing, and the forward pass
+of ICI classification.
 
 They run at most `KARYO_UPLOAD_CONCURRENCY` at a time per API process; the others wait for a
 slot, up to `KARYO_UPLOAD_WAIT_S`, then get a 503 to retry. Five uploads decoded, hashed and
 stored at once share one interpreter and the machine's cores with every listing and page: on
 two cores a `GET /v1/cases` then took 6-8 x its idle time. One at a time, an upload's work is
 spread over a few more milliseconds and the reads keep a core (docs/service.md, "Latency during
-uploads"). Uploads are not slower for it in sum: their CPU work is the same, done in turn."""
+uploads"). Their CPU work is the same in sum, done in turn: an upload may wait for the ones
+admitted before it (`karyo latency` reports the uploads' own times)."""
 
 from __future__ import annotations
 
