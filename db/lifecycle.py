@@ -213,6 +213,21 @@ def erase_rows(session: Session, case_id: str) -> None:
     session.execute(delete(Case).where(Case.id == case_id))
 
 
+def _requeue(case: Case, image_ids: list[str], max_sweeps: int, enqueue: Callable[[str], None], now: datetime) -> bool:
+    """The images enqueued again from segmentation (the caller holds the case's row lock), or the
+    case failed once it has been enqueued again `max_sweeps` times. True when enqueued."""
+    if case.enqueue_count >= max_sweeps:
+        case.error = f"stuck in '{case.status}' after {case.enqueue_count} attempts"
+        _move(case, CaseStatus.FAILED, now)
+        case.finished_at = now
+        return False
+    for image_id in image_ids:
+        enqueue(image_id)
+    case.enqueue_count += 1
+    case.stage_started_at = now
+    return True
+
+
 def sweep_stuck(cutoff: datetime, max_sweeps: int, enqueue: Callable[[str], None], now: datetime) -> list[str]:
     """Cases in a stage since before `cutoff`: their unfinished images enqueued again from
     segmentation, or the case failed after `max_sweeps` attempts. Returns the re-enqueued ids."""
@@ -220,17 +235,42 @@ def sweep_stuck(cutoff: datetime, max_sweeps: int, enqueue: Callable[[str], None
     with session_scope() as session:
         query = select(Case).where(Case.status.in_(ACTIVE), Case.stage_started_at < cutoff)
         for case in session.scalars(query.with_for_update(skip_locked=True)).all():
-            if case.enqueue_count >= max_sweeps:
-                case.error = f"stuck in '{case.status}' after {case.enqueue_count} attempts"
-                _move(case, CaseStatus.FAILED, now)
-                case.finished_at = now
-                continue
             pending = session.scalars(
                 select(CaseImage.id).where(CaseImage.case_id == case.id, CaseImage.status != ImageStatus.DONE)
             ).all()
-            for image_id in pending:
-                enqueue(image_id)
-            case.enqueue_count += 1
-            case.stage_started_at = now
-            swept.append(case.id)
+            if _requeue(case, list(pending), max_sweeps, enqueue, now):
+                swept.append(case.id)
+    return swept
+
+
+def unfinished_images() -> dict[str, str]:
+    """Every unfinished image of a case in work: image id -> case id."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(CaseImage.id, CaseImage.case_id)
+            .join(Case, Case.id == CaseImage.case_id)
+            .where(Case.status.in_(ACTIVE), CaseImage.status.not_in((ImageStatus.DONE, ImageStatus.FAILED)))
+        ).all()
+    return {image_id: case_id for image_id, case_id in rows}
+
+
+def requeue_lost(lost: dict[str, str], max_sweeps: int, enqueue: Callable[[str], None], now: datetime) -> list[str]:
+    """Images whose messages are lost (image id -> case id) enqueued again from segmentation,
+    counted as one sweep of their case (which fails after `max_sweeps`). Images that finished
+    meanwhile, and cases no longer in work, are left alone. Returns the re-enqueued case ids."""
+    by_case: dict[str, list[str]] = {}
+    for image_id, case_id in lost.items():
+        by_case.setdefault(case_id, []).append(image_id)
+    swept = []
+    with session_scope() as session:
+        query = select(Case).where(Case.id.in_(by_case), Case.status.in_(ACTIVE))
+        for case in session.scalars(query.with_for_update(skip_locked=True)).all():
+            still = session.scalars(
+                select(CaseImage.id).where(
+                    CaseImage.id.in_(by_case[case.id]),
+                    CaseImage.status.not_in((ImageStatus.DONE, ImageStatus.FAILED)),
+                )
+            ).all()
+            if still and _requeue(case, sorted(still), max_sweeps, enqueue, now):
+                swept.append(case.id)
     return swept

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # the sweeper re-enqueues a case this long in one stage: the last resort, above a task's
     # retry deadline plus its time limit, so it never races a task that is still retrying
     stuck_after_s: int = 900
+    # an unfinished image with no message in Redis (none queued, none held by a worker) for this
+    # long lost its message: the sweeper enqueues it again (workers.inflight)
+    lost_after_s: int = Field(default=60, ge=1)
     # transient errors (database, Redis, S3 unreachable) are retried with capped exponential
     # backoff (equal jitter: half the step fixed, half random) until this many seconds after
     # the task's first try (workers.retry)

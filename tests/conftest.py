@@ -8,6 +8,9 @@ service stack). A test with none, or two, stops the run at collection."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: the tests share two cores with the stack's
@@ -16,6 +19,7 @@ from pathlib import Path
 # process a test starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
@@ -100,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         api_port=offset_port(8711),
         flower_port=offset_port(5567),
         database=f"karyoflow_test_{os.getpid()}",
-        stuck_after_s=25,
+        lost_after_s=10,  # a lost message is the sweeper's after 10 s; a stuck case after the default 900 s
         sweep_interval_s=2,
     )
     stack = Stack(config)
@@ -130,3 +134,25 @@ def store(stack: Stack) -> ObjectStore:
             s3_secret_key=env["KARYO_S3_SECRET_KEY"],
         )
     )
+
+
+# -- a database of its own on the machine's PostgreSQL (tests of the database layer alone) --
+
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on the machine's server, dropped afterwards."""
+    name = f"karyoflow_db_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    env = {**os.environ, "KARYO_DATABASE_URL": url}
+    subprocess.run([sys.executable, "-m", "db", "upgrade"], env=env, cwd=REPO, check=True)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

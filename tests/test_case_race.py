@@ -6,15 +6,9 @@ done so too (or 3 s have passed), which is the interleaving that once left such 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session
@@ -24,26 +18,6 @@ from db.models import Case, CaseImage, Clinic
 from infra.case_objects import ImageKeys
 
 pytestmark = pytest.mark.system
-
-REPO = Path(__file__).resolve().parents[1]
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database on the machine's server, dropped afterwards."""
-    name = f"karyoflow_race_{os.getpid()}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    env = {**os.environ, "KARYO_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "db", "upgrade"], env=env, cwd=REPO, check=True)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _assembling_case(session: Session, images: int) -> tuple[str, list[str]]:

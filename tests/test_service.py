@@ -151,6 +151,88 @@ def test_cases_survive_a_redis_restart(stack: Stack, db: Session, store: ObjectS
     assert segmented == 1
 
 
+def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_hold(stack: Stack) -> None:
+    """Messages as Celery writes them (a fresh app on the stack's Redis, on queues no worker
+    reads): segment_image, classify_ici and record_failure name their image first,
+    assemble_image after the chord's results; a message a worker took and has not acknowledged
+    is still there, one taken off its queue otherwise is not."""
+    from celery import Celery
+    from kombu import Connection
+
+    from workers.inflight import images_with_messages
+
+    url = stack.env["KARYO_REDIS_URL"]
+    queues = ("probe-segment", "probe-classify", "probe-assemble")
+    client = redis.Redis.from_url(url)
+    probe = Celery(broker=url)
+    ids = [f"00000000-0000-4000-8000-00000000000{n}" for n in range(5)]
+    try:
+        probe.send_task("workers.tasks.segment_image", args=(ids[0],), queue=queues[0])
+        probe.send_task("workers.tasks.classify_ici", args=(ids[1], 7, "iVBORw0KGgo=", 1.0, 0.5, "case", "g"),
+                        queue=queues[1])  # fmt: skip
+        results = [{"p": [1 / 24] * 24, "ms": 1.0}] * 46  # longer than Celery's argsrepr keeps
+        probe.send_task("workers.tasks.assemble_image", args=(results, ids[2]), queue=queues[2])
+        probe.send_task("workers.tasks.record_failure", args=(ids[3], "reason"), queue=queues[2])
+        probe.send_task("workers.tasks.segment_image", args=(ids[4],), queue=queues[0])
+        assert images_with_messages(client, queues) >= set(ids)
+        with Connection(url) as connection:
+            channel = connection.default_channel
+            held = channel.basic_get(queues[0], no_ack=False)  # recorded as unacknowledged
+            assert json.loads(held.body)[0] == [ids[0]]
+            found = images_with_messages(client, queues)
+            assert set(ids) <= found
+            client.lpop(queues[0])  # the other segmentation's message, taken off and lost
+            found = images_with_messages(client, queues)
+            assert ids[4] not in found and set(ids[:4]) <= found
+            channel.basic_ack(held.delivery_tag)
+            assert ids[0] not in images_with_messages(client, queues)
+    finally:
+        client.delete(*queues)
+        client.close()
+
+
+def test_a_lost_message_is_enqueued_again_and_a_waiting_one_is_not(
+    stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
+) -> None:
+    """With the segmentation worker stopped, two cases wait in the segment queue longer than
+    KARYO_LOST_AFTER_S; one's message is taken off the queue (as a message in transit when
+    Redis stops is lost). The sweeper enqueues that one again within about KARYO_LOST_AFTER_S,
+    long before KARYO_STUCK_AFTER_S, and leaves the one still waiting alone."""
+    key = stack.create_clinic("Clinic Lost")
+    lost_after_s = stack.config.lost_after_s
+    assert stack.config.stuck_after_s > 10 * lost_after_s
+    client = redis.Redis.from_url(stack.env["KARYO_REDIS_URL"])
+    stack.stop("gpu0")  # a warm shutdown: what it held goes back on its queue
+    try:
+        waiting, lost = (submit(stack, key, [labelled_dir / "mci" / f"original_{n}.json"]) for n in (3, 4))
+        db.expire_all()
+        lost_image = db.scalar(select(CaseImage.id).where(CaseImage.case_id == lost))
+        messages = client.lrange("segment", 0, -1)
+        taken = [raw for raw in messages if lost_image in json.dumps(json.loads(raw)["headers"])]
+        assert len(taken) == 1, "the lost case's message was in the queue"
+        assert client.lrem("segment", 1, taken[0]) == 1
+        deadline = time.monotonic() + lost_after_s + 30
+        while time.monotonic() < deadline:
+            db.expire_all()
+            if db.get(Case, lost).enqueue_count:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the lost message was not enqueued again within {lost_after_s + 30} s")
+        time.sleep(lost_after_s)  # the waiting case, queued longer than that, stays as it is
+        db.expire_all()
+        assert db.get(Case, waiting).enqueue_count == 0
+        assert db.get(Case, lost).enqueue_count == 1
+    finally:
+        client.close()
+        stack.start_worker("gpu0", "segment")
+    cases = wait_done(stack, key, [waiting, lost])
+    for case in cases.values():
+        assert_one_result_set(db, store, case)
+    db.expire_all()
+    assert (db.get(Case, waiting).enqueue_count, db.get(Case, lost).enqueue_count) == (0, 1)
+
+
 def test_a_publish_waits_for_redis_or_gives_up_in_time(stack: Stack) -> None:
     from workers.tasks import _when_broker_is_up
 

@@ -17,8 +17,9 @@ minute-long outage of any of them: publishing (a retry, the next stage), storing
 counting a chord's members wait for Redis, and the worker reconnects to it. A message whose
 worker process died under it is delivered again at most `KARYO_MAX_REDELIVERIES` times
 (workers.tasks). The database, not the broker, is the source of truth: `workers.sweeper`, the
-last resort, re-enqueues any case stuck in a stage (a message lost with a Redis that keeps
-no data, a worker gone for good).
+last resort, re-enqueues an unfinished image whose message is gone from Redis (lost in transit
+as Redis stopped, with a Redis that keeps no data, never enqueued) and any case stuck in a
+stage (a worker gone for good, an outage past the retry deadline).
 """
 
 from __future__ import annotations

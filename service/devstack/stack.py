@@ -112,6 +112,7 @@ class StackConfig:
     postgres_url: str | None = "postgresql+psycopg://postgres@127.0.0.1:5432"
     database: str = "karyoflow_stack"
     stuck_after_s: int = 900
+    lost_after_s: int = 60  # an unfinished image without a message this long is enqueued again
     sweep_interval_s: float | None = 15.0  # None: no sweeper (to see what recovers without it)
     # Redis keeps its data over a restart in an append-only file (docker compose's Redis does);
     # off: a restart loses every queued message, and the sweeper enqueues those cases again
@@ -154,6 +155,7 @@ class Stack:
             KARYO_S3_ACCESS_KEY="karyoflow",
             KARYO_S3_SECRET_KEY=c.s3_secret_key,
             KARYO_STUCK_AFTER_S=str(c.stuck_after_s),
+            KARYO_LOST_AFTER_S=str(c.lost_after_s),
             KARYO_FLOWER_URL=self.flower_url,
             KARYO_METRICS_TOKEN=c.metrics_token,
             PYTHONPATH=str(REPO),
