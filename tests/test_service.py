@@ -117,6 +117,9 @@ def test_bad_uploads_are_refused_and_store_nothing(stack: Stack, db: Session, st
 def test_a_worker_killed_during_segmentation_loses_nothing(
     stack: Stack, db: Session, store: ObjectStore, labelled_dir: Path
 ) -> None:
+    """The whole segment worker dies mid-task: its message stays held in Redis (until the
+    visibility timeout, an hour); the sweeper finds no live worker holding it and puts it back,
+    and the new worker runs it."""
     key = stack.create_clinic("Clinic Kill")
     case_id = submit(stack, key, [labelled_dir / "mci" / "original_8.json"])
     wait_status(stack, key, case_id, "segmenting")
@@ -155,11 +158,13 @@ def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_ho
     """Messages as Celery writes them (a fresh app on the stack's Redis, on queues no worker
     reads): segment_image, classify_ici and record_failure name their image first,
     assemble_image after the chord's results; a message a worker took and has not acknowledged
-    is still there, one taken off its queue otherwise is not."""
+    is still there, one taken off its queue otherwise is not; a held message put back (as the
+    sweeper does when no live worker holds it) is on its queue again, marked redelivered, and no
+    longer held."""
     from celery import Celery
     from kombu import Connection
 
-    from workers.inflight import images_with_messages
+    from workers.inflight import images_with_messages, read_in_flight, restore_held
 
     url = stack.env["KARYO_REDIS_URL"]
     queues = ("probe-segment", "probe-classify", "probe-assemble")
@@ -184,7 +189,16 @@ def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_ho
             client.lpop(queues[0])  # the other segmentation's message, taken off and lost
             found = images_with_messages(client, queues)
             assert ids[4] not in found and set(ids[:4]) <= found
-            channel.basic_ack(held.delivery_tag)
+            in_flight = read_in_flight(client, queues)
+            assert [(m.tag, m.image_id) for m in in_flight.held] == [(held.delivery_tag, ids[0])]
+            assert in_flight.held[0].task_id == held.headers["id"]
+            assert ids[0] not in in_flight.queued
+            restore_held(probe, [held.delivery_tag])
+            in_flight = read_in_flight(client, queues)
+            assert in_flight.held == () and ids[0] in in_flight.queued
+            again = channel.basic_get(queues[0], no_ack=False)
+            assert json.loads(again.body)[0] == [ids[0]] and again.delivery_info["redelivered"]
+            channel.basic_ack(again.delivery_tag)
             assert ids[0] not in images_with_messages(client, queues)
     finally:
         client.delete(*queues)

@@ -6,6 +6,12 @@ moment Redis stopped (kombu pops a message before it records it as unacknowledge
 Redis that keeps no data, or never enqueued (an upload while Redis was down). The sweeper
 (workers.sweeper) enqueues such an image again soon, instead of after the stuck-case limit.
 
+A held message whose worker died with it (the whole worker killed, its machine gone) stays
+unacknowledged until Redis's visibility timeout (an hour). Which held messages a live worker
+holds, the workers say (`tasks_held_by_live_workers`); the sweeper puts one that none holds
+back on its queue (`restore_held`), as kombu would after the visibility timeout: the same
+message, counted as a redelivery against KARYO_MAX_REDELIVERIES.
+
 A message names its image the way `CaseTask.on_failure` reads it: the first string among the
 task's positional arguments (segment_image, classify_ici and record_failure take it first,
 assemble_image after the chord's results).
@@ -16,13 +22,39 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import redis
+from celery import Celery
 
 log = logging.getLogger("karyoflow.sweeper")
 
 QUEUES = ("segment", "classify", "assemble")
 UNACKED_KEY = "unacked"  # kombu's Redis transport default (transport option `unacked_key`)
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message delivered to a worker and not yet acknowledged: its delivery tag (its key in
+    the `unacked` hash), its task's id and its image."""
+
+    tag: str
+    task_id: str | None
+    image_id: str | None
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """What Redis holds at one moment: the images with a queued message, and the held messages."""
+
+    queued: frozenset[str]
+    held: tuple[HeldMessage, ...]
+
+    @property
+    def images(self) -> set[str]:
+        """The images with a message, queued or held."""
+        return set(self.queued) | {message.image_id for message in self.held if message.image_id}
 
 
 def image_of_message(envelope: dict) -> str | None:
@@ -48,17 +80,65 @@ def _envelope(raw: bytes, held: bool) -> dict:
         return {}
 
 
-def images_with_messages(
-    client: redis.Redis, queues: tuple[str, ...] = QUEUES, unacked_key: str = UNACKED_KEY
-) -> set[str]:
-    """The images with a message in one of `queues` or held by a worker. One transaction reads
-    them all, so a message that moves meanwhile between a queue and the unacknowledged set (a
-    delivery, a redelivery after the visibility timeout) is seen where it is. Raises Redis's
-    errors: a Redis that cannot be read says nothing about which messages are lost."""
+def _task_id(envelope: dict) -> str | None:
+    task_id = envelope.get("headers", {}).get("id") if isinstance(envelope.get("headers"), dict) else None
+    return task_id if isinstance(task_id, str) else None
+
+
+def read_in_flight(client: redis.Redis, queues: tuple[str, ...] = QUEUES, unacked_key: str = UNACKED_KEY) -> InFlight:
+    """The messages in `queues` and those held by workers. One transaction reads them all, so a
+    message that moves meanwhile between a queue and the unacknowledged set (a delivery, a
+    redelivery) is seen where it is. Raises Redis's errors: a Redis that cannot be read says
+    nothing about which messages are lost."""
     with client.pipeline(transaction=True) as pipe:
         for queue in queues:
             pipe.lrange(queue, 0, -1)
-        pipe.hvals(unacked_key)
+        pipe.hgetall(unacked_key)
         *queued, held = pipe.execute()
-    messages = [_envelope(raw, False) for raws in queued for raw in raws] + [_envelope(raw, True) for raw in held]
-    return {image for image in map(image_of_message, messages) if image is not None}
+    images = (image_of_message(_envelope(raw, False)) for raws in queued for raw in raws)
+    held_messages = []
+    for tag, raw in held.items():
+        envelope = _envelope(raw, True)
+        held_messages.append(HeldMessage(tag.decode(), _task_id(envelope), image_of_message(envelope)))
+    return InFlight(frozenset(image for image in images if image is not None), tuple(held_messages))
+
+
+def images_with_messages(
+    client: redis.Redis, queues: tuple[str, ...] = QUEUES, unacked_key: str = UNACKED_KEY
+) -> set[str]:
+    """The images with a message in one of `queues` or held by a worker."""
+    return read_in_flight(client, queues, unacked_key).images
+
+
+def tasks_held_by_live_workers(app: Celery, timeout_s: float = 2.0) -> dict[str, str | None]:
+    """The tasks the workers that answer hold, running, prefetched or waiting for their retry
+    countdown: task id -> image (the first string argument, as in a message). A worker that
+    does not answer within `timeout_s` (dead, or too busy for once) contributes nothing; the
+    sweeper acts only on what several looks agree on."""
+    inspect = app.control.inspect(timeout=timeout_s)
+    held: dict[str, str | None] = {}
+    for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for requests in (replies or {}).values():
+            for entry in requests:
+                request = entry.get("request", entry)  # scheduled() nests the request
+                if isinstance(request, dict) and isinstance(request.get("id"), str):
+                    args = request.get("args")
+                    image = next((a for a in args if isinstance(a, str)), None) if isinstance(args, list) else None
+                    held[request["id"]] = image
+    return held
+
+
+def orphaned(in_flight: InFlight, live_tasks: Iterable[str]) -> dict[str, str | None]:
+    """The held messages no live worker holds: delivery tag -> image."""
+    live = set(live_tasks)
+    return {message.tag: message.image_id for message in in_flight.held if message.task_id not in live}
+
+
+def restore_held(app: Celery, tags: Iterable[str]) -> None:
+    """Put held messages back on their queues, each in one transaction that also removes it from
+    the unacknowledged set (kombu's own restore: marked redelivered, at the head of its queue).
+    A tag acknowledged meanwhile is only removed."""
+    with app.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        for tag in tags:
+            qos.restore_by_tag(tag, leftmost=False)
