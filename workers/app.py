@@ -44,7 +44,7 @@ app = Celery(
     broker=settings.redis_url,
     # Celery's Redis backend, waiting for Redis where a chord's members are counted
     backend=f"workers.backend:PatientRedisBackend+{settings.redis_url}",
-    include=["workers.tasks"],
+    include=["workers.tasks", "workers.control"],
 )
 app.conf.update(
     task_acks_late=True,

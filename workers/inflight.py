@@ -110,21 +110,19 @@ def images_with_messages(
     return read_in_flight(client, queues, unacked_key).images
 
 
-def tasks_held_by_live_workers(app: Celery, timeout_s: float = 2.0) -> dict[str, str | None]:
+def tasks_held_by_live_workers(app: Celery, timeout_s: float = 2.0) -> dict[str, str | None] | None:
     """The tasks the workers that answer hold, running, prefetched or waiting for their retry
-    countdown: task id -> image (the first string argument, as in a message). A worker that
-    does not answer within `timeout_s` (dead, or too busy for once) contributes nothing; the
-    sweeper acts only on what several looks agree on."""
-    inspect = app.control.inspect(timeout=timeout_s)
+    countdown (workers.control): task id -> image. A worker that does not answer within
+    `timeout_s` (dead, or too busy for once) contributes nothing; the sweeper acts only on what
+    several looks agree on. None when a worker answers without knowing the command (an older
+    version still running): then nothing can be said of what it holds."""
     held: dict[str, str | None] = {}
-    for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
-        for requests in (replies or {}).values():
-            for entry in requests:
-                request = entry.get("request", entry)  # scheduled() nests the request
-                if isinstance(request, dict) and isinstance(request.get("id"), str):
-                    args = request.get("args")
-                    image = next((a for a in args if isinstance(a, str)), None) if isinstance(args, list) else None
-                    held[request["id"]] = image
+    for reply in app.control.broadcast("held_tasks", reply=True, timeout=timeout_s) or []:
+        for worker, tasks in reply.items():
+            if not isinstance(tasks, list):
+                log.warning("worker %s cannot say which tasks it holds: %r", worker, tasks)
+                return None
+            held.update((task_id, image) for task_id, image in tasks)
     return held
 
 

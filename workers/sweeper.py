@@ -106,12 +106,16 @@ class Sweeper:
         try:
             in_flight = read_in_flight(self.client)
             live = tasks_held_by_live_workers(celery_app()) if unfinished or in_flight.held else {}
-        except Exception:
+        except Exception:  # noqa: BLE001 - Redis's errors, or kombu's wrapping of them
             # Redis unreadable: "on end" starts again once it answers
             self.images.forget(set(self.images.unseen_since))
             self.held.forget(set(self.held.unseen_since))
             raise
-        self.restore_orphans(in_flight, live, clock)
+        if live is None:  # a worker that cannot say what it holds: its messages are not orphans
+            self.held.forget(set(self.held.unseen_since))
+            live = {}
+        else:
+            self.restore_orphans(in_flight, live, clock)
         in_work = in_flight.images | {image for image in live.values() if image}
         lost = self.images.look(unfinished, in_work, clock)
         if not lost:
