@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,12 @@ def _run(n: int) -> TaskRunRecord:
 
 def test_concurrent_tasks_share_forward_passes_and_each_gets_its_own_result() -> None:
     passes: list[int] = []
+    taken: list[int] = []  # ICIs in forward passes begun
     recorded: list[TaskRunRecord] = []
     gate = threading.Event()
 
     def forward(stain: str, canvases: np.ndarray) -> np.ndarray:
+        taken.append(len(canvases))
         gate.wait(5)  # the first pass waits until every task has handed its ICI over
         passes.append(len(canvases))
         sums = canvases.reshape(len(canvases), -1).sum(1)
@@ -98,7 +101,9 @@ def test_concurrent_tasks_share_forward_passes_and_each_gets_its_own_result() ->
     threads = [threading.Thread(target=task, args=(n,)) for n in range(20)]
     for thread in threads:
         thread.start()
-    while batcher.waiting.qsize() < 19:  # the first is held in the first pass
+    # every ICI handed over: waiting, or in the first pass (one or more ICIs, as they came)
+    deadline = time.monotonic() + 10
+    while batcher.waiting.qsize() + sum(taken) < 20 and time.monotonic() < deadline:
         threading.Event().wait(0.01)
     gate.set()
     for thread in threads:

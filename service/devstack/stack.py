@@ -32,6 +32,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR_ENV = "KARYO_STACK_DIR"
 
+
 def state_dir() -> Path:
     """Where `karyo stack up` keeps the running stack's state: $KARYO_STACK_DIR, default
     ~/.karyoflow/stack."""

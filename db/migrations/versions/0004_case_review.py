@@ -30,9 +30,7 @@ def upgrade() -> None:
     op.add_column("images", sa.Column("reviewed_karyogram_key", sa.String(length=400), nullable=True))
     op.add_column("images", sa.Column("reviewed_report_key", sa.String(length=400), nullable=True))
     op.add_column("images", sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
-    op.add_column(
-        "chromosomes", sa.Column("origin", sa.String(length=10), nullable=False, server_default="detected")
-    )
+    op.add_column("chromosomes", sa.Column("origin", sa.String(length=10), nullable=False, server_default="detected"))
     op.add_column("chromosomes", sa.Column("machine_label", sa.String(length=2), nullable=True))
     op.add_column("audit_events", sa.Column("actor", sa.String(length=200), nullable=True))
 
