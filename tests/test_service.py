@@ -120,20 +120,30 @@ def test_a_worker_killed_during_segmentation_loses_nothing(
     """The whole segment worker dies mid-task: its message stays held in Redis (until the
     visibility timeout, an hour); the sweeper finds no live worker holding it and puts it back,
     and the new worker runs it. What a worker holds it says itself (workers.control): the
-    segmenting image while it runs, nothing once it is dead."""
+    segment worker lists the image while it segments it, and says nothing once it is dead."""
     from celery import Celery
 
-    from workers.inflight import tasks_held_by_live_workers
-
     probe = Celery(broker=stack.env["KARYO_REDIS_URL"])
+
+    def held_by_segment_worker() -> list | None:
+        replies = probe.control.broadcast("held_tasks", reply=True, timeout=2) or []
+        return next((tasks for reply in replies for worker, tasks in reply.items() if worker.startswith("gpu0@")), None)
+
     key = stack.create_clinic("Clinic Kill")
     case_id = submit(stack, key, [labelled_dir / "mci" / "original_8.json"])
     wait_status(stack, key, case_id, "segmenting")
     image_id = str(db.scalar(select(CaseImage.id).where(CaseImage.case_id == case_id)))
-    assert image_id in tasks_held_by_live_workers(probe).values()
-    stack.stop("gpu0", sig=signal.SIGKILL)  # the whole worker, its pool child included
-    assert image_id not in tasks_held_by_live_workers(probe).values()
-    stack.start_worker("gpu0", "segment")
+    held = held_by_segment_worker()
+    db.expire_all()
+    try:
+        assert held is not None, "the live segment worker did not answer"
+        if db.scalar(select(Case.status).where(Case.id == case_id)) == "segmenting":  # still, after the answer
+            assert image_id in [image for _task, image in held]
+        stack.stop("gpu0", sig=signal.SIGKILL)  # the whole worker, its pool child included
+        assert held_by_segment_worker() is None
+    finally:
+        if "gpu0" not in stack.processes:  # stopped: the next tests need it back
+            stack.start_worker("gpu0", "segment")
     case = wait_done(stack, key, [case_id])[case_id]
     assert_one_result_set(db, store, case)
     db.expire_all()
