@@ -18,8 +18,9 @@ counting a chord's members wait for Redis, and the worker reconnects to it. A me
 worker process died under it is delivered again at most `KARYO_MAX_REDELIVERIES` times
 (workers.tasks). The database, not the broker, is the source of truth: `workers.sweeper`, the
 last resort, re-enqueues an unfinished image whose message is gone from Redis (lost in transit
-as Redis stopped, with a Redis that keeps no data, never enqueued) and any case stuck in a
-stage (a worker gone for good, an outage past the retry deadline).
+as Redis stopped, with a Redis that keeps no data, never enqueued), puts back on its queue a
+message held by a worker that died whole (workers.control: the workers say what they hold),
+and re-enqueues any case stuck in a stage (an outage past the retry deadline).
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ out by the tasks' own retries (workers.retry); what is left here:
   the stage, while a case waiting its turn behind a long queue is left alone however long it
   waits.
 - **A message held by a dead worker**: a held message that no live worker says it holds
-  (workers.inflight) for `KARYO_LOST_AFTER_S` on end goes back on its queue, as Redis itself
+  (workers.control) for `KARYO_LOST_AFTER_S` on end goes back on its queue, as Redis itself
   would put it back only after its visibility timeout (an hour): a worker killed outright, or
   its machine gone, is redone within about a minute. It is the same message, so the deliveries
   count against KARYO_MAX_REDELIVERIES.
-- **A case stuck in a stage** for `KARYO_STUCK_AFTER_S` (900 s) although its messages exist: a
-  worker gone for good with its messages, an outage longer than the retry deadline. This limit
+- **A case stuck in a stage** for `KARYO_STUCK_AFTER_S` (900 s) although its messages exist and
+  a live worker holds them: what the two watches above cannot see, such as a worker that answers
+  but whose tasks never end, or an outage longer than the retry deadline. This limit
   must exceed a task's retry deadline plus its time limit, or a case still retrying is enqueued
   twice.
 
