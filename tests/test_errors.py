@@ -99,7 +99,8 @@ def test_every_error_has_one_shape_and_no_internals(path: str, status: int, says
     body = response.json()
     assert set(body) == {"detail", "request_id", "errors"} and says in body["detail"]
     assert body["request_id"] == response.headers["X-Request-ID"] and len(body["request_id"]) >= 8
-    assert not [leak for leak in LEAKS if leak in response.text]
+    text = response.text.replace(body["request_id"], "")  # a random hex id may hold "5432"
+    assert not [leak for leak in LEAKS if leak in text]
     if status == 500:
         assert body["request_id"] in body["detail"]  # the id to quote
     if path.startswith(("/text", "/own-check", "/query")):
