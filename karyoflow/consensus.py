@@ -14,7 +14,10 @@ cell count: mos 47,XX,+21[6]/46,XX[14].
 `needs_review` lists why a person must look before the case is signed: too few cells analysed,
 cell lines in conflict (a mosaic), a gain or sex-chromosome change seen in a single cell (a lab
 analyses more cells before ruling out a low-level mosaic; a single missing autosome is not
-flagged), a cell called with low confidence, or cells of both sexes.
+flagged), a cell called with low confidence, or cells of both sexes. Single-cell gains of
+different chromosomes of one Denver group in different cells (+21 in one cell, +Y in another:
+both G) are named together: chromosomes of one group look alike, so one of them may be the
+other misread, and the case may have one clone instead of none.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ MIN_CELLS_FOR_CLONE = 2  # gains and sex-chromosome changes
 MIN_CELLS_FOR_AUTOSOMAL_LOSS = 3
 MIN_CELLS = 2  # fewer analysed cells cannot show a clone
 LOW_CONFIDENCE = 0.6  # a cell call whose confidence is below this is looked at
+# the Denver groups, by size and centromere position: the chromosomes a misread confuses
+DENVER_GROUP: dict[str, str] = {
+    **dict.fromkeys(("1", "2", "3"), "A"),
+    **dict.fromkeys(("4", "5"), "B"),
+    **dict.fromkeys(("6", "7", "8", "9", "10", "11", "12", "X"), "C"),
+    **dict.fromkeys(("13", "14", "15"), "D"),
+    **dict.fromkeys(("16", "17", "18"), "E"),
+    **dict.fromkeys(("19", "20"), "F"),
+    **dict.fromkeys(("21", "22", "Y"), "G"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,22 @@ def _apply(base_sex: str, changes: list[str]) -> str:
     return iscn_from_counts(counts)[0]
 
 
+def look_alike_gains(non_clonal: list[dict[str, str]]) -> list[str]:
+    """Review reasons for single-cell gains of different chromosomes of one Denver group seen in
+    different cells, one reason per group."""
+    by_group: dict[str, list[dict[str, str]]] = {}
+    for item in non_clonal:
+        if item["change"].startswith("+"):
+            by_group.setdefault(DENVER_GROUP[item["change"][1:]], []).append(item)
+    return [
+        f"gains of different group {group} chromosomes in different cells ("
+        + ", ".join(f"{item['change']} in {item['cell']}" for item in items)
+        + "): one may be the other misread; compare them"
+        for group, items in sorted(by_group.items())
+        if len({item["change"] for item in items}) > 1 and len({item["cell"] for item in items}) > 1
+    ]
+
+
 def consensus(
     cells: Sequence[CellKaryotype],
     min_cells: int = MIN_CELLS,
@@ -123,6 +152,7 @@ def consensus(
     single = [f"{item['change']} in {item['cell']}" for item in non_clonal if not is_autosomal_loss(item["change"])]
     if single:
         reasons.append("a gain or sex-chromosome change in one cell only: " + ", ".join(single))
+    reasons += look_alike_gains(non_clonal)
     doubtful = [c.cell for c in cells if c.confidence is not None and c.confidence < low_confidence]
     if doubtful:
         reasons.append(f"low-confidence call in {', '.join(doubtful)}")

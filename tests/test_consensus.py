@@ -56,6 +56,17 @@ def test_review_reasons_for_confidence_and_sexes() -> None:
     assert mixed.needs_review and any("both sexes" in r for r in mixed.reasons)
 
 
+def test_single_cell_gains_of_one_group_in_different_cells_are_named_together() -> None:
+    """+21 in one cell and +Y in another (both group G): no clone, but one may be the other misread."""
+    result = consensus(cells("47,XY,+21", "47,XYY"))
+    assert result.karyotype == "46,XY" and result.needs_review
+    assert "gains of different group G chromosomes in different cells (+21 in c1, +Y in c2)" in result.reasons[-1]
+    unlike = consensus(cells("47,XY,+21", "47,XY,+8"))  # groups G and C: nothing to compare
+    assert not any("group" in reason for reason in unlike.reasons)
+    same_cell = consensus(cells("48,XY,+21,+22", "46,XY", "46,XY"))  # one cell: no misread between cells
+    assert not any("group" in reason for reason in same_cell.reasons)
+
+
 def test_non_clonal_changes_are_listed_not_reported() -> None:
     result = consensus(cells("47,XY,+21", "47,XY,+21", "46,XY,-3,+7"))
     assert result.karyotype == "mos 47,XY,+21[2]/46,XY[1]"
