@@ -183,7 +183,7 @@ def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_ho
     from celery import Celery
     from kombu import Connection
 
-    from workers.inflight import images_with_messages, read_in_flight, restore_held
+    from workers.inflight import read_in_flight, restore_held
 
     url = stack.env["KARYO_REDIS_URL"]
     queues = ("probe-segment", "probe-classify", "probe-assemble")
@@ -198,15 +198,15 @@ def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_ho
         probe.send_task("workers.tasks.assemble_image", args=(results, ids[2]), queue=queues[2])
         probe.send_task("workers.tasks.record_failure", args=(ids[3], "reason"), queue=queues[2])
         probe.send_task("workers.tasks.segment_image", args=(ids[4],), queue=queues[0])
-        assert images_with_messages(client, queues) >= set(ids)
+        assert read_in_flight(client, queues).images >= set(ids)
         with Connection(url) as connection:
             channel = connection.default_channel
             held = channel.basic_get(queues[0], no_ack=False)  # recorded as unacknowledged
             assert json.loads(held.body)[0] == [ids[0]]
-            found = images_with_messages(client, queues)
+            found = read_in_flight(client, queues).images
             assert set(ids) <= found
             client.lpop(queues[0])  # the other segmentation's message, taken off and lost
-            found = images_with_messages(client, queues)
+            found = read_in_flight(client, queues).images
             assert ids[4] not in found and set(ids[:4]) <= found
             in_flight = read_in_flight(client, queues)
             assert [(m.tag, m.image_id) for m in in_flight.held] == [(held.delivery_tag, ids[0])]
@@ -218,7 +218,7 @@ def test_the_images_with_a_message_are_read_from_queues_and_from_what_workers_ho
             again = channel.basic_get(queues[0], no_ack=False)
             assert json.loads(again.body)[0] == [ids[0]] and again.delivery_info["redelivered"]
             channel.basic_ack(again.delivery_tag)
-            assert ids[0] not in images_with_messages(client, queues)
+            assert ids[0] not in read_in_flight(client, queues).images
     finally:
         client.delete(*queues)
         client.close()

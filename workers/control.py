@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from celery.worker import control
 
+from workers.inflight import image_of_args
+
 
 @control.inspect_command()
 def held_tasks(state, **_kwargs) -> list[list[str | None]]:
@@ -14,9 +16,4 @@ def held_tasks(state, **_kwargs) -> list[list[str | None]]:
     its retry countdown. The image is the task's first string argument, as in its message."""
     requests = control.active(state) + control.reserved(state)
     requests += [entry["request"] for entry in control.scheduled(state)]
-    held = []
-    for request in requests:
-        args = request.get("args")
-        image = next((arg for arg in args if isinstance(arg, str)), None) if isinstance(args, (list, tuple)) else None
-        held.append([request["id"], image])
-    return held
+    return [[request["id"], image_of_args(request.get("args"))] for request in requests]

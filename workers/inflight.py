@@ -12,7 +12,8 @@ holds, the workers say (`tasks_held_by_live_workers`); the sweeper puts one that
 back on its queue (`restore_held`), as kombu would after the visibility timeout: the same
 message, counted as a redelivery against KARYO_MAX_REDELIVERIES.
 
-A message names its image the way `CaseTask.on_failure` reads it: the first string among the
+A message names its image the way every task's arguments do (`image_of_args`, which
+`CaseTask.on_failure` and the workers' `held_tasks` use too): the first string among the
 task's positional arguments (segment_image, classify_ici and record_failure take it first,
 assemble_image after the chord's results).
 """
@@ -57,6 +58,11 @@ class InFlight:
         return set(self.queued) | {message.image_id for message in self.held if message.image_id}
 
 
+def image_of_args(args: object) -> str | None:
+    """The image a task is about, from its positional arguments: the first string among them."""
+    return next((arg for arg in args if isinstance(arg, str)), None) if isinstance(args, (list, tuple)) else None
+
+
 def image_of_message(envelope: dict) -> str | None:
     """The image a kombu message (its envelope as stored in Redis, decoded) is about; None when
     the message names none or cannot be read."""
@@ -68,7 +74,7 @@ def image_of_message(envelope: dict) -> str | None:
     except (ValueError, KeyError, IndexError, TypeError) as error:
         log.debug("a message not read: %r", error)
         return None
-    return next((arg for arg in args if isinstance(arg, str)), None) if isinstance(args, list) else None
+    return image_of_args(args)
 
 
 def _envelope(raw: bytes, held: bool) -> dict:
@@ -101,13 +107,6 @@ def read_in_flight(client: redis.Redis, queues: tuple[str, ...] = QUEUES, unacke
         envelope = _envelope(raw, True)
         held_messages.append(HeldMessage(tag.decode(), _task_id(envelope), image_of_message(envelope)))
     return InFlight(frozenset(image for image in images if image is not None), tuple(held_messages))
-
-
-def images_with_messages(
-    client: redis.Redis, queues: tuple[str, ...] = QUEUES, unacked_key: str = UNACKED_KEY
-) -> set[str]:
-    """The images with a message in one of `queues` or held by a worker."""
-    return read_in_flight(client, queues, unacked_key).images
 
 
 def tasks_held_by_live_workers(app: Celery, timeout_s: float = 2.0) -> dict[str, str | None] | None:

@@ -44,6 +44,7 @@ from karyoflow.pipeline import grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
 from workers.app import app
 from workers.batching import ClassifyBatcher
+from workers.inflight import image_of_args
 from workers.retry import RetryPolicy
 from workers.runtime import get_karyotyper, get_store
 
@@ -116,7 +117,7 @@ class CaseTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # every task takes its image's id as its first string argument
-        image_id = kwargs.get("image_id") or next((a for a in args if isinstance(a, str)), None)
+        image_id = kwargs.get("image_id") or image_of_args(args)
         if image_id is None:
             return
         if isinstance(exc, BROKER_DOWN):
