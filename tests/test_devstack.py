@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from infra.storage import ObjectStore
-from service.devstack.stack import Stack
+from service.devstack.stack import Stack, seaweedfs_ports
 
 pytestmark = pytest.mark.system
 
@@ -61,12 +61,12 @@ def test_stored_objects_are_served_only_with_s3_credentials(stack: Stack, store:
     store.put(key, content, "text/plain")
     try:
         assert store.get(key) == content  # with the credentials
-        offset = stack.config.s3_port - 8333  # SeaweedFS's ports follow its S3 port (service.devstack)
+        ports = seaweedfs_ports(stack.config.s3_port)
         without = {
             "S3 without a signature": f"http://127.0.0.1:{stack.config.s3_port}/{store.bucket}/{key}",
-            "the filer": f"http://127.0.0.1:{8888 + offset}/buckets/{store.bucket}/{key}",
-            "the filer's listing": f"http://127.0.0.1:{8888 + offset}/buckets/{store.bucket}/probe/",
-            "the admin UI": f"http://127.0.0.1:{23646 + offset}/files?path=/buckets/{store.bucket}/probe",
+            "the filer": f"http://127.0.0.1:{ports['filer.port']}/buckets/{store.bucket}/{key}",
+            "the filer's listing": f"http://127.0.0.1:{ports['filer.port']}/buckets/{store.bucket}/probe/",
+            "the admin UI": f"http://127.0.0.1:{ports['admin.port']}/files?path=/buckets/{store.bucket}/probe",
         }
         for what, url in without.items():
             try:

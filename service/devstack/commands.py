@@ -145,7 +145,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     up.add_argument("--api-port", type=int, default=8700)
     up.add_argument("--redis-port", type=int, default=6391)
-    up.add_argument("--s3-port", type=int, default=18333)
+    up.add_argument(
+        "--s3-port",
+        type=int,
+        default=18333,
+        help="SeaweedFS S3; its other ports are the next eight, and admin gRPC 10000 above the last",
+    )
     up.add_argument("--flower-port", type=int, default=5566)
     up.set_defaults(func=cmd_stack_up)
     down = stack.add_parser("down", help="stop the stack")

@@ -74,11 +74,13 @@ def alive_processes(state: dict) -> list[str]:
 STARTUP_TIMEOUT_S = 240
 
 
-def _wait_port(port: int, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+def _wait_port(
+    port: int, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}")
+            raise RuntimeError(f"{what} exited with code {process.returncode}{_last_lines(log)}")
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -93,6 +95,28 @@ def _port_free(port: int, what: str) -> None:
         probe.settimeout(0.5)
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise RuntimeError(f"port {port} for {what} is already in use")
+
+
+def _last_lines(log: Path | None, lines: int = 3) -> str:
+    """The end of a child's log, for an error that says why it stopped without opening the file."""
+    if log is None or not log.is_file():
+        return ""
+    tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    return ": " + " | ".join(line.strip() for line in tail) if tail else ""
+
+
+def seaweedfs_ports(s3_port: int) -> dict[str, int]:
+    """Every port `weed mini` listens on (flag -> port): nine in a row from its S3 port, and
+    the admin server's gRPC port 10000 above its HTTP port (the embedded maintenance worker
+    dials it there whatever -admin.port.grpc says). SeaweedFS's own defaults spread from 8080
+    to 33646 with gRPC 10000 above each: moved together they reach the kernel's ephemeral
+    range (32768-60999), where an outgoing connection may already hold the port and SeaweedFS
+    exits. Keep the S3 port below 22760 so that every port stays under that range."""
+    flags = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+             "filer.port", "filer.port.grpc", "admin.port"]  # fmt: skip
+    ports = {flag: s3_port + index for index, flag in enumerate(flags)}
+    ports["admin.port.grpc"] = ports["admin.port"] + 10000
+    return ports
 
 
 def _binary(name: str) -> str:
@@ -200,20 +224,20 @@ class Stack:
         c = self.config
         data = c.state_dir / "s3"
         data.mkdir(exist_ok=True)
-        offset = c.s3_port - 8333  # every SeaweedFS port moved by the same offset
+        ports = seaweedfs_ports(c.s3_port)
         env = {**self.env, "AWS_ACCESS_KEY_ID": "karyoflow", "AWS_SECRET_ACCESS_KEY": c.s3_secret_key}
         # -disableHttp: the filer's HTTP port would serve every object without credentials (S3
         # reaches the filer over gRPC); no admin UI, no Iceberg or Lance catalog ports
         argv = [
             _binary("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-webdav=false", f"-s3.port={c.s3_port}",
-            f"-master.port={9333 + offset}", f"-volume.port={8080 + offset}",
-            f"-filer.port={8888 + offset}", f"-admin.port={23646 + offset}",
-            "-disableHttp", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", "-webdav=false", "-disableHttp", "-admin.ui=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            *(f"-{flag}={port}" for flag, port in ports.items()),
         ]  # fmt: skip
-        _port_free(c.s3_port, "SeaweedFS S3")
+        for flag, port in ports.items():
+            _port_free(port, f"SeaweedFS (-{flag})")
         process = self._start("s3", argv, env)
-        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process)
+        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process, self.logs / "s3.log")
 
     def prepare_database(self) -> None:
         c = self.config
