@@ -80,7 +80,7 @@ def _wait_port(
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}{_last_lines(log)}")
+            raise _exit_error(what, process, log)
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -97,12 +97,12 @@ def _port_free(port: int, what: str) -> None:
             raise RuntimeError(f"port {port} for {what} is already in use")
 
 
-def _last_lines(log: Path | None, lines: int = 3) -> str:
-    """The end of a child's log, for an error that says why it stopped without opening the file."""
-    if log is None or not log.is_file():
-        return ""
-    tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
-    return ": " + " | ".join(line.strip() for line in tail) if tail else ""
+def _exit_error(what: str, process: subprocess.Popen, log: Path | None, lines: int = 3) -> RuntimeError:
+    """A child that exited while starting, with the end of its log: the error says why it
+    stopped without anyone opening the file."""
+    tail = log.read_text(errors="replace").strip().splitlines()[-lines:] if log is not None and log.is_file() else []
+    said = ": " + " | ".join(line.strip() for line in tail) if tail else ""
+    return RuntimeError(f"{what} exited with code {process.returncode}{said}")
 
 
 def seaweedfs_ports(s3_port: int) -> dict[str, int]:
@@ -197,8 +197,12 @@ class Stack:
     def flower_url(self) -> str:
         return f"http://127.0.0.1:{self.config.flower_port}"
 
+    def log_path(self, name: str) -> Path:
+        """Where the child process `name` writes its output."""
+        return self.logs / f"{name}.log"
+
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
         )
@@ -215,7 +219,7 @@ class Stack:
         persistence = ["--appendonly", "yes" if c.redis_append_only else "no"]
         _port_free(c.redis_port, "redis-server")
         process = self._start("redis", [*argv, "--save", "", *persistence])
-        _wait_port(c.redis_port, 60, "redis-server", process)
+        _wait_port(c.redis_port, 60, "redis-server", process, self.log_path("redis"))
 
     def stop_redis(self) -> None:
         self.stop("redis")
@@ -237,7 +241,7 @@ class Stack:
         for flag, port in ports.items():
             _port_free(port, f"SeaweedFS (-{flag})")
         process = self._start("s3", argv, env)
-        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process, self.logs / "s3.log")
+        _wait_port(c.s3_port, STARTUP_TIMEOUT_S, "SeaweedFS S3", process, self.log_path("s3"))
 
     def prepare_database(self) -> None:
         c = self.config
@@ -269,7 +273,7 @@ class Stack:
         deadline = time.time() + STARTUP_TIMEOUT_S
         while time.time() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"the API exited with code {process.returncode}")
+                raise _exit_error("the API", process, self.log_path("api"))
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return
@@ -302,7 +306,7 @@ class Stack:
                 "--address=127.0.0.1"]  # fmt: skip
         # the password in the environment, not on the command line (Flower reads FLOWER_* options)
         process = self._start("flower", argv, {**self.env, "FLOWER_BASIC_AUTH": f"{c.flower_user}:{c.flower_password}"})
-        _wait_port(c.flower_port, STARTUP_TIMEOUT_S, "Flower", process)  # it imports the tasks (torch)
+        _wait_port(c.flower_port, STARTUP_TIMEOUT_S, "Flower", process, self.log_path("flower"))  # imports the tasks
 
     def workers_ready(self, names: list[str], timeout: float = 2 * STARTUP_TIMEOUT_S) -> None:
         """Wait until every named worker answers a ping (models loaded)."""
@@ -313,7 +317,7 @@ class Stack:
         while time.time() < deadline:
             for name in names:
                 if self.processes[name].poll() is not None:
-                    raise RuntimeError(f"worker {name} exited with code {self.processes[name].returncode}")
+                    raise _exit_error(f"worker {name}", self.processes[name], self.log_path(name))
             replies = probe.control.ping(timeout=1.0) or []
             answered = {host.split("@")[0] for reply in replies for host in reply}
             if set(names) <= answered:
