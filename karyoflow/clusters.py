@@ -1,11 +1,13 @@
-"""Cluster resolution: a detection that holds two touching chromosomes is split in two.
+"""Cluster resolution: a detection that holds two touching or crossing chromosomes is split in two.
 
 The segmenter sometimes returns two chromosomes that touch or overlap as one instance; the cell
 then lacks a chromosome and the karyotype shows a false loss. Two touching chromosomes leave
 notches in the outline where they meet (concavities of the mask's contour): a cut between two
 deep notches separates them. Two lying end over end bend the outline on one side only: a cut
 from that notch straight across separates them (the overlap goes to one of the two). Every
-detection with such notches gets a few candidate cuts; each piece is classified like any ICI,
+detection with such notches gets a few candidate cuts; where PairSplit (karyoflow.pairsplit)
+is installed, it proposes one more split per detection, two masks that may share the pixels
+where the chromosomes cross. Each piece is classified like any ICI,
 and a split is kept only when the karyotype-level assignment (karyoflow.karyotype) of the whole
 cell gets cheaper by more than `margin` nats with the two pieces than with the whole detection.
 A chromosome of a complete cell split in halves makes the cell costlier (a half fits no free
@@ -15,7 +17,7 @@ empty place and the pieces look like the chromosomes missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -28,6 +30,7 @@ MIN_PIECE_SHARE = 0.2  # each piece keeps at least this share of the detection's
 MAX_CUT_TO_DEPTH = 2.5  # cut length / summed notch depth: a long shallow cut crosses a chromosome
 CANDIDATES_PER_DETECTION = 3
 DEFAULT_SPLIT_MARGIN = 3.0  # nats the cell's assignment must improve by to keep a split (measured: docs/pipeline.md)
+DEFAULT_PAIR_SPLIT_MARGIN = 1.5  # the same for a split PairSplit proposes (measured: docs/pipeline.md)
 MAX_SPLITS = 4  # per cell: more merged pairs than this means a preparation too crowded to trust
 
 
@@ -147,18 +150,27 @@ def resolve_splits(
     max_splits: int = MAX_SPLITS,
     min_piece_confidence: float = 0.0,
     max_whole_confidence: float = 1.0,
+    more_candidates: Sequence[list[tuple[np.ndarray, np.ndarray]]] | None = None,
+    more_margin: float | None = None,
 ) -> list[Split]:
     """The splits worth making in one cell, greedily best first.
 
     `masks` N x H x W, `probabilities` N x 24 (the classifier's), `detection_scores` N as the
     assignment takes them; `classify_masks` gives the N' x 24 probabilities of new masks cut
-    from the same image. Each split's pieces keep the parent's detection score."""
-    candidates: list[tuple[int, np.ndarray, np.ndarray]] = []
+    from the same image. `more_candidates`: per detection, further (piece, piece) splits to
+    weigh beside the concavity cuts (PairSplit's, whose pieces may share the pixels where two
+    chromosomes cross), each kept at `more_margin` nats (default `margin`): a split a trained
+    model proposes is evidence of two chromosomes that a notch of the outline is not. Each
+    split's pieces keep the parent's detection score."""
+    candidates: list[tuple[int, np.ndarray, np.ndarray, float]] = []
     for index, mask in enumerate(masks):
-        candidates += [(index, a, b) for a, b in concavity_splits(mask)]
+        candidates += [(index, a, b, margin) for a, b in concavity_splits(mask)]
+        if more_candidates is not None:
+            extra = margin if more_margin is None else more_margin
+            candidates += [(index, a, b, extra) for a, b in more_candidates[index]]
     if not candidates:
         return []
-    piece_probabilities = classify_masks([m for _, a, b in candidates for m in (a, b)])
+    piece_probabilities = classify_masks([m for _, a, b, _ in candidates for m in (a, b)])
     rows = list(range(len(masks)))  # which original detections are still whole
     extra_p: list[np.ndarray] = []
     extra_scores: list[float] = []
@@ -171,8 +183,8 @@ def resolve_splits(
     current = cost(rows, extra_p, extra_scores)
     splits: list[Split] = []
     while len(splits) < max_splits:
-        best: tuple[float, int] | None = None
-        for c, (parent, _, _) in enumerate(candidates):
+        best: tuple[float, int] | None = None  # (cost + the candidate's margin, candidate)
+        for c, (parent, _, _, needed) in enumerate(candidates):
             if parent not in rows or probabilities[parent].max() > max_whole_confidence:
                 continue
             pa, pb = piece_probabilities[2 * c], piece_probabilities[2 * c + 1]
@@ -180,12 +192,12 @@ def resolve_splits(
                 continue
             score = float(detection_scores[parent])
             trial = cost([r for r in rows if r != parent], [*extra_p, pa, pb], [*extra_scores, score, score])
-            if best is None or trial < best[0]:
-                best = (trial, c)
-        if best is None or best[0] > current - margin:
+            if best is None or trial + needed < best[0]:
+                best = (trial + needed, c)
+        if best is None or best[0] > current:
             break
-        trial_cost, c = best
-        parent, a, b = candidates[c]
+        parent, a, b, needed = candidates[best[1]]
+        trial_cost, c = best[0] - needed, best[1]
         pa, pb = piece_probabilities[2 * c], piece_probabilities[2 * c + 1]
         rows.remove(parent)
         extra_p += [pa, pb]

@@ -29,7 +29,7 @@ from PIL import Image
 from karyoflow.classify.predictor import ChromosomeClassifier, IciPrediction, prediction_from_probabilities
 from karyoflow.classify.preprocess import canvas_for, cell_normalisation
 from karyoflow.classify.weights import weights_stain
-from karyoflow.clusters import DEFAULT_SPLIT_MARGIN, Split, contact_point, resolve_splits
+from karyoflow.clusters import DEFAULT_PAIR_SPLIT_MARGIN, DEFAULT_SPLIT_MARGIN, Split, contact_point, resolve_splits
 from karyoflow.karyotype import (
     DEFAULT_GAIN_PENALTY,
     DEFAULT_LOSS_PENALTY,
@@ -39,7 +39,8 @@ from karyoflow.karyotype import (
     karyotype_from_labels,
 )
 from karyoflow.labels import LABELS
-from karyoflow.resources import default_classifier_weights, default_segmenter_weights
+from karyoflow.pairsplit.predictor import PairSplitter
+from karyoflow.resources import default_classifier_weights, default_pair_split_weights, default_segmenter_weights
 from karyoflow.segment.engines import DEFAULT_ENGINE, check_engine, load_segmenter
 from karyoflow.segment.evaluate import Detections
 from karyoflow.segment.postprocess import DEFAULT_MAX_CONTAINMENT, DEFAULT_SCORE_THRESHOLD, select_chromosomes
@@ -270,12 +271,18 @@ class Karyotyper:
         resolve_clusters: bool = False,
         split_margin: float = DEFAULT_SPLIT_MARGIN,
         segment_engine: str = DEFAULT_ENGINE,
+        pair_split_weights: Path | None = None,
+        pair_split: bool = True,
+        pair_split_margin: float = DEFAULT_PAIR_SPLIT_MARGIN,
     ) -> None:
         """`classifier_weights` is the Q-band classifier (default models/chrnet4.pt);
         `classifier_weights_by_stain` overrides any stain's (default: the committed ones).
         `stain` is what `analyse` assumes when not told: q, g or auto (detected per image).
         `resolve_clusters`: split detections that hold two touching chromosomes where the
-        assignment improves by more than `split_margin` nats (karyoflow.clusters).
+        assignment improves by more than `split_margin` nats (karyoflow.clusters); with
+        `pair_split`, PairSplit (`pair_split_weights`, default models/pairsplit.pt where
+        installed) proposes a split of each detection too, kept where the assignment improves by
+        more than `pair_split_margin` nats.
         `segment_engine`: torchvision (default) or detectron2 (karyoflow.segment.engines); the
         segmenter weights, default and per stain, are that engine's."""
         if device is None:
@@ -310,6 +317,13 @@ class Karyotyper:
         self.gain_penalty, self.loss_penalty = gain_penalty, loss_penalty
         self.resolve_clusters = resolve_clusters and assignment
         self.split_margin = split_margin
+        pair_split_path = Path(pair_split_weights or default_pair_split_weights())
+        if pair_split_weights is not None and not pair_split_path.is_file():
+            raise MissingModelError(f"no PairSplit weights at {pair_split_path}")
+        wanted = self.resolve_clusters and pair_split and pair_split_path.is_file()
+        self.pair_split_path = pair_split_path if wanted else None
+        self._pair_splitter: PairSplitter | None = None
+        self.pair_split_margin = pair_split_margin
         self.settings = {
             "score_threshold": score_threshold,
             "max_containment": max_containment,
@@ -317,6 +331,8 @@ class Karyotyper:
             "candidate_threshold": self.candidate_threshold,
             "assignment": "capacity" if assignment else "argmax",
             "resolve_clusters": self.resolve_clusters,
+            "pair_split": self.pair_split_path is not None,
+            **({"pair_split_margin": pair_split_margin} if self.pair_split_path is not None else {}),
         }
         self.models = self.models_for("q")
 
@@ -353,7 +369,17 @@ class Karyotyper:
 
     def models_for(self, stain: Stain) -> dict:
         self.classifier_for(stain)  # loaded (and its info made) on first use
-        return {"segmenter": self.segmenter_for(stain)[1], "classifier": self._classifier_info[stain], **self.settings}
+        models = {"segmenter": self.segmenter_for(stain)[1], "classifier": self._classifier_info[stain]}
+        if self.pair_split_path is not None:
+            models["pair_splitter"] = self.pair_splitter().info
+        return {**models, **self.settings}
+
+    def pair_splitter(self) -> PairSplitter:
+        """PairSplit, loaded on first use (only cluster resolution uses it)."""
+        if self._pair_splitter is None:
+            assert self.pair_split_path is not None
+            self._pair_splitter = PairSplitter(self.pair_split_path, self.device)
+        return self._pair_splitter
 
     def working_image(
         self, image: np.ndarray | Image.Image, stain: StainChoice | None = None
@@ -427,6 +453,9 @@ class Karyotyper:
             return np.stack([p.probabilities for p in classifier.predict_canvases(canvases, angles)])
 
         probabilities = np.stack([p.probabilities for p in predictions])
+        more_candidates = None
+        if self.pair_split_path is not None:
+            more_candidates = self.pair_splitter().propose(image, cell.masks)
         splits = resolve_splits(
             cell.masks,
             probabilities,
@@ -435,6 +464,8 @@ class Karyotyper:
             self.gain_penalty,
             self.loss_penalty,
             self.split_margin,
+            more_candidates=more_candidates,
+            more_margin=self.pair_split_margin,
         )
         if not splits:
             return cell, predictions, []
@@ -526,11 +557,12 @@ class Karyotyper:
         clusters) would make the assignment cheaper, even by less than the split margin."""
         if len(result.chromosomes) >= NORMAL_COUNT or not predictions:
             return []
-        saved_margin, self.split_margin = self.split_margin, 0.0
+        saved = self.split_margin, self.pair_split_margin
+        self.split_margin = self.pair_split_margin = 0.0
         try:
             _, _, splits = self.resolve(image, cell, predictions)
         finally:
-            self.split_margin = saved_margin
+            self.split_margin, self.pair_split_margin = saved
         return split_items(splits, made=False)
 
     def analyse(

@@ -20,6 +20,7 @@ GBAND_CLASSIFIER_FILE = "chrnet4-gband.pt"
 # the segmenter of each engine (karyoflow.segment.engines), per stain
 SEGMENTER_FILES = {"torchvision": "chrrender.pt", "detectron2": "chrrender-detectron2.pt"}
 GBAND_SEGMENTER_FILES = {"torchvision": "chrrender-gband.pt", "detectron2": "chrrender-detectron2-gband.pt"}
+PAIR_SPLIT_FILE = "pairsplit.pt"
 
 
 def shipped_dir(name: str) -> Path:
@@ -44,6 +45,11 @@ def default_segmenter_weights(engine: str = "torchvision", stain: str = "q") -> 
     """The weights a segmentation engine uses for a stain when none are named (the G-band ones
     are optional: the pipeline falls back to the Q-band ones on the inverted image)."""
     return models_dir() / (GBAND_SEGMENTER_FILES if stain == "g" else SEGMENTER_FILES)[engine]
+
+
+def default_pair_split_weights() -> Path:
+    """PairSplit (karyoflow.pairsplit), which cluster resolution uses where it is installed."""
+    return models_dir() / PAIR_SPLIT_FILE
 
 
 def shipped_segmenter_weights(engine: str, stain: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,27 @@ def paste_touching(
     return full_a, full_b
 
 
+def mask_classifier(image: np.ndarray, cell_masks: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """The shipped Q-band ChrNet4 on masks cut from `image`: 24 probabilities per mask, with the
+    normalisation of the cell that `cell_masks` make, as the pipeline classifies pieces."""
+    from karyoflow.classify.preprocess import cell_normalisation
+    from karyoflow.pipeline import Karyotyper, cut_out
+    from karyoflow.straighten import straighten
+
+    karyotyper = Karyotyper(device="cpu")
+    method = karyotyper.classifier.preprocessing.method
+    whole = [straighten(cut_out(image, m)[0], method).image for m in cell_masks]
+    scale, level = cell_normalisation(whole, karyotyper.classifier.preprocessing.reference_size)
+
+    def classify_masks(masks: list[np.ndarray]) -> np.ndarray:
+        pieces = [straighten(cut_out(image, m)[0], method) for m in masks]
+        canvases = np.stack([karyotyper.canvas(p.image, scale, level) for p in pieces])
+        predictions = karyotyper.classifier.predict_canvases(canvases, np.array([p.angle for p in pieces]))
+        return np.stack([p.probabilities for p in predictions])
+
+    return classify_masks
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -74,10 +96,6 @@ def test_a_cut_between_the_notches_separates_two_touching_chromosomes(labelled_d
 
 @pytest.mark.integration
 def test_the_split_stage_separates_a_touching_pair_and_leaves_a_complete_cell_alone(labelled_dir: Path) -> None:
-    from karyoflow.classify.preprocess import cell_normalisation
-    from karyoflow.pipeline import Karyotyper, cut_out
-    from karyoflow.straighten import straighten
-
     icis = _cell(labelled_dir, "2")  # 46,XX, never trained on
     thirteen = next(i for i, (label, _) in enumerate(icis) if label == "13")
     fourteen = next(i for i, (label, _) in enumerate(icis) if label == "14")
@@ -88,19 +106,9 @@ def test_the_split_stage_separates_a_touching_pair_and_leaves_a_complete_cell_al
     cell_masks = [np.pad(mask, ((0, 0), (0, 200))) for mask in cell.masks]
     mask_a, mask_b = paste_touching(image, icis[thirteen][1], icis[fourteen][1], (200, cell.image.shape[1] + 20))
 
-    karyotyper = Karyotyper(device="cpu")
-    method = karyotyper.classifier.preprocessing.method
     # the cell as a segmenter that merged the touching pair would give it: 45 detections
     merged = np.stack([*cell_masks, mask_a | mask_b])
-    whole = [straighten(cut_out(image, m)[0], method).image for m in merged]
-    scale, level = cell_normalisation(whole, karyotyper.classifier.preprocessing.reference_size)
-
-    def classify_masks(masks: list[np.ndarray]) -> np.ndarray:
-        pieces = [straighten(cut_out(image, m)[0], method) for m in masks]
-        canvases = np.stack([karyotyper.canvas(p.image, scale, level) for p in pieces])
-        predictions = karyotyper.classifier.predict_canvases(canvases, np.array([p.angle for p in pieces]))
-        return np.stack([p.probabilities for p in predictions])
-
+    classify_masks = mask_classifier(image, merged)
     probabilities = classify_masks(list(merged))
     splits = resolve_splits(merged, probabilities, np.ones(len(merged)), classify_masks)
     assert [split.parent for split in splits] == [len(merged) - 1]

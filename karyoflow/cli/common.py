@@ -64,8 +64,15 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resolve-clusters",
         action="store_true",
-        help="split detections that hold two touching chromosomes where the karyotype assignment improves",
+        help="split detections that hold two touching or crossing chromosomes where the karyotype assignment improves",
     )
+    parser.add_argument(
+        "--pair-split-weights",
+        type=Path,
+        default=None,
+        help="PairSplit weights for --resolve-clusters (default: models/pairsplit.pt where installed)",
+    )
+    parser.add_argument("--no-pair-split", action="store_true", help="--resolve-clusters with the concavity cuts only")
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--stain",
@@ -109,6 +116,8 @@ def make_karyotyper(args: argparse.Namespace):
     kwargs = {}
     if getattr(args, "score_threshold", None) is not None:
         kwargs["score_threshold"] = args.score_threshold
+    if getattr(args, "pair_split_margin", None) is not None:
+        kwargs["pair_split_margin"] = args.pair_split_margin
     if args.classify_weights is not None:  # used for the stain it was trained on
         from karyoflow.classify.weights import read_classifier_meta, weights_stain
 
@@ -127,6 +136,8 @@ def make_karyotyper(args: argparse.Namespace):
         assignment=not getattr(args, "argmax", False),
         segment_tta=getattr(args, "segment_tta", False),
         resolve_clusters=getattr(args, "resolve_clusters", False),
+        pair_split_weights=getattr(args, "pair_split_weights", None),
+        pair_split=not getattr(args, "no_pair_split", False),
         stain=getattr(args, "stain", "auto"),
         segment_engine=args.engine,
         **kwargs,

@@ -3,6 +3,7 @@
 karyo data split  --data DIR [--out FILE]
 karyo data coco   --data DIR --out FILE [--images DIR] [--split FILE --subset val]
 karyo data synth  --data DIR [--cases C ...|--split FILE --subset val] [--abnormal] --out DIR
+karyo data pairsplit --data DIR --split FILE --out FILE.npz [--segment-weights W]
 """
 
 from __future__ import annotations
@@ -79,6 +80,44 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_pairsplit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from karyoflow.data.bioimlab import DataError, list_mcis, read_mci, resolve_data_dir
+    from karyoflow.data.split import read_split, validation_cells_among
+    from karyoflow.pairsplit.harvest import harvest, save_examples
+    from karyoflow.pipeline import Karyotyper
+    from karyoflow.segment.dataset import sample_from_mci
+
+    data_dir = resolve_data_dir(args.data)
+    # training examples of validation cells would leak into validation, and the reverse
+    subset, other = ("val", "train") if args.validation else ("train", "val")
+    try:
+        leaked = validation_cells_among(data_dir, {str(c) for c in read_split(args.split, other)})
+    except DataError as error:
+        raise UsageError(str(error)) from error
+    if leaked:
+        raise UsageError(
+            f"{data_dir} holds MCIs of {other} cells {', '.join(leaked)}; examples for {subset} must come from "
+            f"{subset} cells only (synthesize with --subset {subset})"
+        )
+    karyotyper = Karyotyper(segmenter_weights=args.segment_weights, device=args.device)
+
+    def samples():
+        for path in tqdm(list_mcis(data_dir), desc="segmenting"):
+            sample = sample_from_mci(read_mci(path))
+            yield sample.image, sample.masks.astype(bool)
+
+    try:
+        batch = harvest(samples(), lambda image: karyotyper.detect(image, "q").masks)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    save_examples(batch, args.out)
+    merged = batch.kinds.count("merged")
+    print(f"{merged} merged pairs and {len(batch.kinds) - merged} single chromosomes -> {args.out}")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="data preparation").add_subparsers(dest="what", required=True)
     split = data.add_parser("split", help="write a seeded train/val split by cell")
@@ -118,3 +157,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_data_synth)
+
+    pairs = data.add_parser(
+        "pairsplit", help="PairSplit training examples: the segmenter's merged pairs and single chromosomes"
+    )
+    add_data_arg(pairs)
+    pairs.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="the cells DIR's MCIs may come from")
+    pairs.add_argument("--out", type=Path, required=True, help=".npz file to write")
+    pairs.add_argument("--segment-weights", type=Path, default=None, help="default: the shipped Q-band segmenter")
+    pairs.add_argument("--device", default=None)
+    pairs.add_argument(
+        "--validation", action="store_true", help="examples to validate on: DIR must hold validation cells only"
+    )
+    pairs.set_defaults(func=cmd_data_pairsplit)

@@ -2,6 +2,7 @@
 
 karyo train classify  --data DIR --out PATH [--split FILE] [--resume]
 karyo train segment   --data DIR --out PATH [--engine torchvision|detectron2] [--split FILE] [--steps N] [--resume]
+karyo train pairsplit --data DIR [DIR...] --split FILE [FILE...] --out PATH [--steps N] [--resume]
 """
 
 from __future__ import annotations
@@ -95,6 +96,86 @@ def cmd_train_segment(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     train_segmenter(args.engine, data_dir, config, args.out, pick_device(args.device), resume=args.resume)
+    return 0
+
+
+def _harvested(paths: list[Path], option: str):
+    """The examples of these `karyo data pairsplit` files as one batch, or None for none."""
+    if not paths:
+        return None
+    import numpy as np
+
+    from karyoflow.pairsplit.examples import ExampleBatch
+    from karyoflow.pairsplit.harvest import load_examples
+
+    try:
+        loaded = [load_examples(path) for path in paths]
+    except (OSError, ValueError, KeyError) as error:
+        raise UsageError(f"{option}: {error}") from error
+    return ExampleBatch(
+        np.concatenate([b.inputs for b in loaded]),
+        np.concatenate([b.targets for b in loaded]),
+        [kind for b in loaded for kind in b.kinds],
+    )
+
+
+def cmd_train_pairsplit(args: argparse.Namespace) -> int:
+    from karyoflow.data.bioimlab import DataError, resolve_data_dir
+    from karyoflow.data.split import read_split
+    from karyoflow.device import pick_device
+    from karyoflow.pairsplit.train import PairSplitTrainConfig, load_icis, train_pair_splitter
+
+    if len(args.split) != len(args.data):
+        raise UsageError("give one --split per --data folder, in the same order")
+    if args.steps < 1 or args.batch_size < 2:
+        raise UsageError("--steps must be at least 1 and --batch-size at least 2")
+    train_icis, val_icis, sources = [], [], []
+    for folder, split_path in zip(args.data, args.split, strict=True):
+        try:
+            data_dir = resolve_data_dir(folder)
+            train_cells = [str(c) for c in read_split(split_path, "train")][: args.limit_cells]
+            val_cells = [str(c) for c in read_split(split_path, "val")][: args.limit_cells]
+            train_icis += load_icis(data_dir, train_cells)
+            val_icis += load_icis(data_dir, val_cells)
+        except (DataError, OSError, KeyError) as error:
+            raise UsageError(f"--data {folder} --split {split_path}: {error}") from error
+        sources.append({"data": str(folder), "split": str(split_path), "train_cells": len(train_cells),
+                        "val_cells": len(val_cells)})  # fmt: skip
+    if len(train_icis) < 2 or not val_icis:
+        raise UsageError("no ICIs found in the training or validation cells of --data")
+    config = PairSplitTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        width=args.width,
+        crop_size=args.crop_size,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        max_minutes=args.max_minutes,
+        examples_share=args.examples_share,
+        init_weights=str(args.init) if args.init else None,
+    )
+    examples = _harvested(args.examples, "--examples")
+    val_harvested = _harvested(args.val_examples, "--val-examples")
+    if not 0 <= args.examples_share <= 1:
+        raise UsageError("--examples-share is a share in [0, 1]")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    meta = {
+        "sources": sources,
+        "train_icis": len(train_icis),
+        "val_icis": len(val_icis),
+        "examples": [str(path) for path in args.examples],
+        "harvested": len(examples.kinds) if examples else 0,
+    }
+    try:
+        train_pair_splitter(train_icis, val_icis, config, args.out, pick_device(args.device), args.resume, meta,
+                            examples=examples, val_harvested=val_harvested)  # fmt: skip
+    except ValueError as error:  # --init or --examples of another crop size or width
+        raise UsageError(str(error)) from error
     return 0
 
 
@@ -213,3 +294,34 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ts.add_argument("--device", default=None)
     ts.add_argument("--resume", action="store_true")
     ts.set_defaults(func=cmd_train_segment)
+
+    tp = train.add_parser("pairsplit", help="train PairSplit (two merged chromosomes -> two masks) on composed pairs")
+    tp.add_argument("--data", nargs="+", required=True, help="ICI folders (BioImLab or G-band layout)")
+    tp.add_argument("--split", type=Path, nargs="+", required=True, help="one split per --data folder")
+    tp.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. models/pairsplit.pt)")
+    tp.add_argument("--steps", type=int, default=3000)
+    tp.add_argument("--batch-size", type=int, default=24)
+    tp.add_argument("--lr", type=float, default=2e-3)
+    tp.add_argument("--width", type=int, default=16, help="channels of the first layer")
+    tp.add_argument("--crop-size", type=int, default=64, choices=[48, 64, 96, 128], help="input side in pixels")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--checkpoint-every", type=int, default=100)
+    tp.add_argument("--eval-every", type=int, default=500)
+    tp.add_argument("--limit-cells", type=int, default=None, help="the first N train and val cells of each split")
+    tp.add_argument("--max-minutes", type=float, default=None, help="stop and save after this wall time")
+    tp.add_argument("--threads", type=int, default=None)
+    tp.add_argument("--device", default=None)
+    tp.add_argument("--resume", action="store_true")
+    tp.add_argument(
+        "--examples", type=Path, nargs="+", default=[], help="harvested examples (karyo data pairsplit), .npz"
+    )
+    tp.add_argument("--examples-share", type=float, default=0.5, help="share of each batch drawn from --examples")
+    tp.add_argument(
+        "--val-examples",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="harvested examples of validation cells (karyo data pairsplit --validation), scored, never trained on",
+    )
+    tp.add_argument("--init", type=Path, default=None, help="start from these PairSplit weights")
+    tp.set_defaults(func=cmd_train_pairsplit)
