@@ -266,3 +266,28 @@ def test_cluster_resolution_uses_the_shipped_pairsplit_and_the_report_names_it(l
     without = Karyotyper(device="cpu", resolve_clusters=True, pair_split=False)
     assert without.settings["pair_split"] is False and "pair_splitter" not in without.models
     assert "pair_splitter" not in Karyotyper(device="cpu").models  # only cluster resolution uses it
+
+
+@pytest.mark.integration
+def test_data_pairsplit_takes_examples_from_one_subsets_cells_only(data_dir: Path, tmp_path: Path, capsys) -> None:
+    from karyoflow.cli import main
+    from karyoflow.data.split import read_split
+    from karyoflow.data.synth import synthesize_folder
+    from karyoflow.pairsplit.harvest import load_examples
+
+    split = Path(__file__).resolve().parents[1] / "splits" / "bioimlab.json"
+    train_cell, val_cell = str(read_split(split, "train")[0]), str(read_split(split, "val")[0])
+    synthesize_folder(data_dir, [train_cell], tmp_path / "train", per_cell=1, seed=3)
+    synthesize_folder(data_dir, [val_cell], tmp_path / "val", per_cell=1, seed=3)
+    out = tmp_path / "examples.npz"
+    command = ["data", "pairsplit", "--split", str(split), "--out", str(out)]
+    assert main([*command, "--data", str(tmp_path / "train")]) == 0
+    examples = load_examples(out)
+    assert examples.kinds.count("single") >= 30  # a crowded metaphase's chromosomes, most found whole
+    assert examples.inputs.shape[1:] == (2, 64, 64) and len(examples.targets) == len(examples.kinds)
+    assert f"-> {out}" in capsys.readouterr().out
+    # training examples of a validation cell, or validation examples of a training cell: refused
+    assert main([*command, "--data", str(tmp_path / "val")]) == 2
+    assert f"val cells {val_cell}" in capsys.readouterr().err
+    assert main([*command, "--data", str(tmp_path / "train"), "--validation"]) == 2
+    assert main([*command, "--data", str(tmp_path / "val"), "--validation"]) == 0

@@ -105,11 +105,11 @@ def cmd_data_pairsplit(args: argparse.Namespace) -> int:
 
     def samples():
         for path in tqdm(list_mcis(data_dir), desc="segmenting"):
-            sample = sample_from_mci(read_mci(path))
-            yield sample.image, sample.masks.astype(bool)
+            sample = sample_from_mci(read_mci(path))  # in the working representation, with its stain
+            yield sample.image, sample.masks.astype(bool), karyotyper.detect(sample.image, sample.stain).masks
 
     try:
-        batch = harvest(samples(), lambda image: karyotyper.detect(image, "q").masks)
+        batch = harvest(samples())
     except ValueError as error:
         raise UsageError(str(error)) from error
     save_examples(batch, args.out)

@@ -11,7 +11,7 @@ pairsplit --examples`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +49,11 @@ def examples_of_mci(image: np.ndarray, truth: np.ndarray, detections: np.ndarray
     return inputs, targets, kinds
 
 
-def harvest(
-    samples: Iterable[tuple[np.ndarray, np.ndarray]],
-    detect: Callable[[np.ndarray], np.ndarray],
-    size: int = CROP_SIZE,
-) -> ExampleBatch:
-    """Examples of every (image, truth masks) sample; `detect` gives an image's detection masks."""
+def harvest(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int = CROP_SIZE) -> ExampleBatch:
+    """Examples of every (image, truth masks, detection masks) sample."""
     inputs, targets, kinds = [], [], []
-    for image, truth in samples:
-        more = examples_of_mci(image, truth.astype(bool), detect(image).astype(bool), size)
+    for image, truth, detections in samples:
+        more = examples_of_mci(image, truth.astype(bool), detections.astype(bool), size)
         inputs += more[0]
         targets += more[1]
         kinds += more[2]
