@@ -58,6 +58,12 @@ STORAGE_DOWN = (urllib3.exceptions.HTTPError, ServerError)  # refused, timed out
 # misconfiguration: a 500
 STORAGE_BUSY_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 BROKER_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerOperationalError)
+UNSTORABLE_VALUE = "a field holds a value that cannot be stored (too long or a control character)"
+
+
+def unavailable_detail(what: str) -> str:
+    """The 503's detail for an unreachable dependency ("database", "object storage", ...)."""
+    return f"{what} unavailable; try again shortly"
 
 
 class Unavailable(Exception):
@@ -143,12 +149,12 @@ async def unstorable_value(request: Request, error: DataError) -> JSONResponse:
     log.warning(
         "request %s: the database refused a value: %s", request_id(request), describe_error(error.orig or error)
     )
-    return error_response(request, 422, "a field holds a value that cannot be stored (too long or a control character)")
+    return error_response(request, 422, UNSTORABLE_VALUE)
 
 
 def _unavailable(request: Request, what: str, error: BaseException) -> JSONResponse:
     log.error("request %s: %s unavailable: %s", request_id(request), what, describe_error(error))
-    return error_response(request, 503, f"{what} unavailable; try again shortly")
+    return error_response(request, 503, unavailable_detail(what))
 
 
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:

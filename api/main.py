@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handling
+from api.intake import pool as intake_pool
 from api.routers import (
     audit,
     case_pages,
@@ -20,8 +23,18 @@ from api.routers import (
     review,
     reviewed_metaphases,
 )
+from infra.settings import get_settings
 
-app = FastAPI(title="Karyoflow", version="0.1.0")
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """The intake processes start with the API (their imports take seconds) and stop with it."""
+    intake_pool.start(get_settings().intake_processes)
+    yield
+    intake_pool.shutdown()
+
+
+app = FastAPI(title="Karyoflow", version="0.1.0", lifespan=lifespan)
 app.include_router(health.router)
 app.include_router(icis.router)
 app.include_router(cases.router)

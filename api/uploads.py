@@ -41,14 +41,20 @@ class CheckedImage:
         return grey_from_bytes(self.data)
 
 
-def check_image(
-    upload: UploadFile, position: int, *, max_bytes: int, max_pixels: int, min_side: int, kind: str
-) -> CheckedImage:
-    """`position`: the file's index in the request's `files`; `kind` names what the image should
-    be ("a metaphase image") in the too-small message. The file's name must fit the column it is
-    stored in and hold no control character (it is not repeated in that refusal). Blocking (file
-    reads, a full decode): call it from a sync handler, which FastAPI runs in its threadpool,
-    never on the event loop."""
+@dataclass(frozen=True)
+class UploadedImage:
+    """An uploaded file's name and bytes, read from the request (no decode yet): what crosses to
+    the intake process (api.intake)."""
+
+    filename: str
+    data: bytes
+
+
+def read_upload(upload: UploadFile, position: int, *, max_bytes: int) -> UploadedImage:
+    """The file's name and bytes, refused when the name does not fit the column it is stored in
+    or holds a control character (the name is not repeated in that refusal), or when the file is
+    over `max_bytes`. `position`: the file's index in the request's `files`. Blocking (a file
+    read): call it from a sync handler."""
     name = upload.filename or "upload"
     problem = text_problem(name, column_length(CaseImage.filename))
     if problem is not None:
@@ -56,6 +62,14 @@ def check_image(
     data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: larger than {max_bytes} bytes")
+    return UploadedImage(name, data)
+
+
+def check_image(upload: UploadedImage, *, max_pixels: int, min_side: int, kind: str) -> CheckedImage:
+    """The image decoded in full and checked; `kind` names what the image should be ("a
+    metaphase image") in the too-small message. Blocking (a full decode): never on the event
+    loop."""
+    name, data = upload.filename, upload.data
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # per API process, and how long one waits for its turn before a 503 (api.admission)
     upload_concurrency: int = Field(default=1, ge=1)
     upload_wait_s: float = Field(default=60.0, gt=0)
+    # processes per API process that decode, store and enqueue new cases, so that the API's
+    # interpreter keeps serving reads during uploads; 0: in the request's thread (api.intake)
+    intake_processes: int = Field(default=1, ge=0)
 
     # infrastructure
     database_url: str = "sqlite:///karyoflow.db"

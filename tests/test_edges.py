@@ -9,8 +9,10 @@ import base64
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -146,6 +148,48 @@ def test_storage_down_is_a_503_that_names_no_host(stack: Stack) -> None:
         stack.start_storage()
     wait_ready(stack)
     assert httpx.get(f"{stack.api_url}/v1/cases", headers=headers, timeout=30).json()["items"] == []
+
+
+def _intake_processes(api_pid: int) -> list[int]:
+    """The API's intake processes: its children started by multiprocessing's spawn, less the
+    resource tracker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        if parent == api_pid and b"spawn_main" in command and b"resource_tracker" not in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_an_intake_process_killed_loses_no_upload(stack: Stack) -> None:
+    """New cases are stored by the API's intake process; one killed while idle is replaced at the
+    next upload, which is stored once, as every upload before it."""
+    key = stack.create_clinic("Clinic Intake")
+    headers = {"X-API-Key": key}
+
+    def upload(reference: str) -> httpx.Response:
+        files = [("files", ("a.png", noise_png(), "image/png"))]
+        return httpx.post(f"{stack.api_url}/v1/cases", files=files, data={"reference": reference},
+                          headers=headers, timeout=180)  # fmt: skip
+
+    assert upload("before").status_code == 202
+    api_pid = stack.processes["api"].pid
+    (intake,) = _intake_processes(api_pid)  # the default: one per API process
+    os.kill(intake, signal.SIGKILL)
+    deadline = time.time() + 30
+    while intake in _intake_processes(api_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # the pool sees its process gone
+    after = upload("after")
+    assert after.status_code == 202, after.text
+    assert _intake_processes(api_pid) not in ([], [intake])
+    listed = httpx.get(f"{stack.api_url}/v1/cases", headers=headers, timeout=30).json()["items"]
+    assert sorted(case["reference"] for case in listed) == ["after", "before"]
+    assert httpx.get(f"{stack.api_url}/health", timeout=30).status_code == 200
 
 
 def test_task_runs_name_the_process_that_ran_them(stack: Stack, db: Session, labelled_dir: Path) -> None:

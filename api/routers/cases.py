@@ -9,46 +9,34 @@ import logging
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Response, UploadFile
-from minio.error import S3Error
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, UploadFile
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.admission import image_request_slot
 from api.auth import Caller, current_caller, current_clinic, get_db, own_case
-from api.errors import STORAGE_DOWN, Unavailable, invalid_field
+from api.errors import Unavailable, invalid_field, request_id
 from api.fields import PRINTABLE, BooleanParam, CaseIdPath, DateTimeParam, column_length, text_problem
+from api.intake import NewCase, take_in
 from api.objects import get_store, read_object
 from api.schemas import CaseCreated, CaseOut, CasePage, CaseSummary, ChromosomeOut, ImageOut
-from api.uploads import check_image
-from db.lifecycle import erase_rows, new_case, start_deleting
+from api.uploads import read_upload
+from db.lifecycle import erase_rows, start_deleting
 from db.models import CASE_STATUSES, AuditEvent, Case, CaseImage
 from db.status import CaseStatus, IllegalTransition
-from infra.case_objects import ImageKeys, case_prefix
+from infra.case_objects import case_prefix
 from infra.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 log = logging.getLogger("karyoflow.api")
-MIN_MCI_SIDE = 64  # pixels; a metaphase is hundreds wide
-
-
-# an upload does not wait for Redis as long as a worker does: about 3 s, then the case is the
-# sweeper's
-ENQUEUE_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1}
-
-
-def enqueue(image_id: str) -> None:
-    from workers.tasks import segment_image
-
-    segment_image.apply_async(args=(image_id,), retry_policy=ENQUEUE_RETRY_POLICY)
 
 
 @router.post("", status_code=202, response_model=CaseCreated, responses={413: {}, 415: {}})
 def create_case(
+    request: Request,
     files: list[UploadFile],
     caller: Annotated[Caller, Depends(current_caller)],
-    db: Annotated[Session, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     reference: Annotated[str, Form(max_length=column_length(Case.reference), pattern=PRINTABLE)] = "",
     stain: Annotated[
@@ -57,68 +45,19 @@ def create_case(
 ) -> CaseCreated:
     """One case from one or more MCIs. Every file is checked first; the case and its files are
     stored (database and object storage) before anything is enqueued. A bad file creates
-    nothing. If the queue is down the case waits for the sweeper. A sync handler: reading,
-    decoding and storing run in the threadpool, so other requests are served meanwhile, and
-    uploads take their turn (api.admission) so that reads keep a share of the machine."""
-    with image_request_slot(settings):
-        return _store_and_enqueue(files, caller, db, settings, reference, stain)
-
-
-def _store_and_enqueue(
-    files: list[UploadFile], caller: Caller, db: Session, settings: Settings, reference: str, stain: str
-) -> CaseCreated:
+    nothing. If the queue is down the case waits for the sweeper. A sync handler: the files are
+    read here, then decoded, stored and enqueued by an intake process (api.intake), so that
+    other requests are served meanwhile; uploads take their turn (api.admission)."""
     if not files:
         raise invalid_field(("body", "files"), "no files")
     if len(files) > settings.max_images_per_case:
         raise invalid_field(("body", "files"), f"at most {settings.max_images_per_case} images per case")
-    checked = [
-        check_image(
-            f,
-            position,
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            min_side=MIN_MCI_SIDE,
-            kind="a metaphase image",
-        )
-        for position, f in enumerate(files)
-    ]
-    store = get_store()
-    clinic_id = caller.clinic_id
-    case = new_case(db, clinic_id, reference, stain)
-    db.add(_audit(caller, "case.created", case, {"images": len(checked)}))  # committed with the case
-    images = []
-    try:
-        for position, item in enumerate(checked):
-            key = ImageKeys.of(clinic_id, case.id, position).original(item.suffix)
-            store.put(key, item.data, item.content_type)
-            image = CaseImage(
-                case_id=case.id,
-                position=position,
-                filename=item.filename,
-                content_type=item.content_type,
-                object_key=key,
-                sha256=item.sha256,
-                width=item.width,
-                height=item.height,
-            )
-            db.add(image)
-            images.append(image)
-        db.commit()
-    except Exception as error:
-        db.rollback()
-        try:
-            store.delete_prefix(case_prefix(clinic_id, case.id))
-        except Exception:  # storage itself is down: nothing readable was left either
-            log.exception("could not clean up after a failed upload")
-        if isinstance(error, (*STORAGE_DOWN, S3Error)):
-            raise Unavailable("object storage unavailable, nothing was stored; try again shortly") from error
-        raise  # the database's errors and bugs: the error mapping (api.errors) answers them
-    for image in images:
-        try:
-            enqueue(image.id)
-        except Exception as error:  # the broker is down: the case is safe in the database
-            log.warning("enqueue of %s failed (%s); the sweeper will retry", image.id, error)
-    return CaseCreated(id=case.id, status=case.status, images=len(images))
+    images = tuple(
+        read_upload(upload, position, max_bytes=settings.max_image_bytes) for position, upload in enumerate(files)
+    )
+    new = NewCase(caller.clinic_id, caller.api_key_id, reference, stain, images, request_id(request))
+    with image_request_slot(settings):
+        return take_in(new, settings)
 
 
 def _audit(caller: Caller, action: str, case: Case, detail: dict) -> AuditEvent:

@@ -15,7 +15,7 @@ from api.auth import current_clinic
 from api.deps import get_classifier
 from api.errors import invalid_field
 from api.schemas import CellClassification, IciClassification
-from api.uploads import check_image
+from api.uploads import check_image, read_upload
 from infra.settings import Settings, get_settings
 from karyoflow.classify.weights import WeightsError
 from karyoflow.ici_cell import karyotype_icis
@@ -56,9 +56,7 @@ def classify_icis(
         raise invalid_field(("body", "files"), f"at most {settings.max_icis_per_request} ICIs per request")
     checked = [
         check_image(
-            f,
-            position,
-            max_bytes=settings.max_upload_bytes,
+            read_upload(f, position, max_bytes=settings.max_upload_bytes),
             max_pixels=settings.max_image_pixels,
             min_side=MIN_ICI_SIDE,
             kind="a chromosome image",
