@@ -17,7 +17,6 @@ from PIL import Image, UnidentifiedImageError
 from api.errors import invalid_field
 from api.fields import column_length, text_problem
 from db.models import CaseImage
-from karyoflow.pipeline import grey_from_bytes
 from karyoflow.straighten import FOREGROUND_LEVEL
 
 FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "TIFF": ("image/tiff", ".tif"),
@@ -38,6 +37,8 @@ class CheckedImage:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
 
     def grey(self) -> np.ndarray:
+        from karyoflow.pipeline import grey_from_bytes  # torch: the ICI classifier's; intake never needs it
+
         return grey_from_bytes(self.data)
 
 

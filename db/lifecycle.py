@@ -11,17 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import Case, CaseImage, ChromosomeRow, TaskRun
-from db.review import refresh_case_consensus
 from db.session import session_scope
 from db.status import ACTIVE, CaseStatus, ImageStatus, Stage, TaskRunStatus, check_move
 from infra.case_objects import ImageKeys
-from karyoflow.pipeline import KaryotypeResult
+
+if TYPE_CHECKING:  # the analysis's types; importing them loads torch, which the API's intake never needs
+    from karyoflow.pipeline import KaryotypeResult
 
 log = logging.getLogger("karyoflow.lifecycle")
 
@@ -143,6 +145,8 @@ def finish_image(session: Session, image_id: str, result: KaryotypeResult, keys:
     session.flush()
     images = session.scalars(select(CaseImage).where(CaseImage.case_id == case.id)).all()
     if all(i.status == ImageStatus.DONE for i in images) and case.status in ACTIVE:
+        from db.review import refresh_case_consensus  # the review's code loads the analysis (torch)
+
         refresh_case_consensus(case, images)  # the consensus of the images (karyoflow.consensus)
         _move(case, CaseStatus.DONE)
         case.error, case.finished_at = None, datetime.now(UTC)

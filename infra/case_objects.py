@@ -21,12 +21,15 @@ import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from infra.storage import ObjectStore
-from karyoflow.pipeline import SegmentedCell
+
+if TYPE_CHECKING:  # importing the analysis loads torch, which the API's intake never needs
+    from karyoflow.pipeline import SegmentedCell
 
 PNG = "image/png"
 JSON = "application/json"
@@ -149,6 +152,8 @@ def store_cell(store: ObjectStore, keys: ImageKeys, cell: SegmentedCell, timings
 
 def load_cell(store: ObjectStore, keys: ImageKeys) -> tuple[SegmentedCell, dict[str, float]]:
     """A stored segmented cell and its segmentation timings."""
+    from karyoflow.pipeline import SegmentedCell
+
     summary = json.loads(store.get(keys.cell_summary))
     count, height, width = len(summary["detection_scores"]), summary["height"], summary["width"]
     icis, masks = _arrays_from(store.get(keys.cell_arrays), count, height, width)

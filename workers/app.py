@@ -31,6 +31,9 @@ from celery.signals import worker_process_init
 from infra.settings import get_settings
 from workers.retry import RetryPolicy
 
+# the segmentation task's name: what an upload enqueues (api.intake sends it by name, without
+# loading the analysis that workers.tasks imports)
+SEGMENT_IMAGE = "workers.tasks.segment_image"
 settings = get_settings()
 retry = RetryPolicy.from_settings(settings)
 # Redis publishes wait this long for Redis: retries, the next stage, a chord's callback
@@ -81,7 +84,7 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_routes={
-        "workers.tasks.segment_image": {"queue": "segment"},
+        SEGMENT_IMAGE: {"queue": "segment"},
         "workers.tasks.classify_ici": {"queue": "classify"},
         "workers.tasks.assemble_image": {"queue": "assemble"},
         "workers.tasks.record_failure": {"queue": "assemble"},

@@ -42,7 +42,7 @@ from infra.storage import ObjectStore
 from karyoflow.classify.predictor import prediction_from_probabilities
 from karyoflow.pipeline import grey_from_bytes
 from karyoflow.report import render_outputs, validate_report
-from workers.app import app
+from workers.app import SEGMENT_IMAGE, app
 from workers.batching import ClassifyBatcher
 from workers.inflight import image_of_args
 from workers.retry import RetryPolicy
@@ -186,7 +186,7 @@ def _remove_erased(store: ObjectStore, keys: ImageKeys) -> None:
         log.error("objects of a deleted case left under %s (%s): remove them by hand", keys.all, error)
 
 
-@app.task(base=CaseTask, bind=True, name="workers.tasks.segment_image")
+@app.task(base=CaseTask, bind=True, name=SEGMENT_IMAGE)
 def segment_image(self: Task, image_id: str) -> int:
     """Segment one MCI; store its ICIs (straightened) and masks; launch the classification chord
     with each ICI in its own task's message (no storage round trip per ICI)."""
