@@ -52,11 +52,11 @@ def create_case(
         raise invalid_field(("body", "files"), "no files")
     if len(files) > settings.max_images_per_case:
         raise invalid_field(("body", "files"), f"at most {settings.max_images_per_case} images per case")
-    images = tuple(
-        read_upload(upload, position, max_bytes=settings.max_image_bytes) for position, upload in enumerate(files)
-    )
-    new = NewCase(caller.clinic_id, caller.api_key_id, reference, stain, images, request_id(request))
-    with image_request_slot(settings):
+    with image_request_slot(settings):  # the files' bytes are read into memory only in turn
+        images = tuple(
+            read_upload(upload, position, max_bytes=settings.max_image_bytes) for position, upload in enumerate(files)
+        )
+        new = NewCase(caller.clinic_id, caller.api_key_id, reference, stain, images, request_id(request))
         return take_in(new, settings)
 
 
