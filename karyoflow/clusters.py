@@ -183,7 +183,7 @@ def resolve_splits(
     current = cost(rows, extra_p, extra_scores)
     splits: list[Split] = []
     while len(splits) < max_splits:
-        best: tuple[float, int] | None = None  # (cost + the candidate's margin, candidate)
+        best: tuple[float, float, int] | None = None  # (cost + the candidate's margin, cost, candidate)
         for c, (parent, _, _, needed) in enumerate(candidates):
             if parent not in rows or probabilities[parent].max() > max_whole_confidence:
                 continue
@@ -193,11 +193,11 @@ def resolve_splits(
             score = float(detection_scores[parent])
             trial = cost([r for r in rows if r != parent], [*extra_p, pa, pb], [*extra_scores, score, score])
             if best is None or trial + needed < best[0]:
-                best = (trial + needed, c)
+                best = (trial + needed, trial, c)
         if best is None or best[0] > current:
             break
-        parent, a, b, needed = candidates[best[1]]
-        trial_cost, c = best[0] - needed, best[1]
+        _, trial_cost, c = best
+        parent, a, b, _ = candidates[c]
         pa, pb = piece_probabilities[2 * c], piece_probabilities[2 * c + 1]
         rows.remove(parent)
         extra_p += [pa, pb]

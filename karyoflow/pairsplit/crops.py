@@ -26,13 +26,19 @@ class CropFrame:
     offset: tuple[int, int]  # (x, y) in the square
     size: int
 
+    @property
+    def scaled(self) -> tuple[int, int]:
+        """The box's (width, height) in the square."""
+        x0, y0, x1, y1 = self.box
+        return max(1, round((x1 - x0) * self.scale)), max(1, round((y1 - y0) * self.scale))
+
     def to_image(self, square: np.ndarray, shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
         """A size x size probability map (or bool mask) back to a full-size bool mask of `shape`
         (H, W): scaled up bilinearly, then thresholded, so that edges stay smooth."""
         x0, y0, x1, y1 = self.box
         width, height = x1 - x0, y1 - y0
         ox, oy = self.offset
-        scaled_w, scaled_h = max(1, round(width * self.scale)), max(1, round(height * self.scale))
+        scaled_w, scaled_h = self.scaled
         inner = square[oy : oy + scaled_h, ox : ox + scaled_w].astype(np.float32)
         back = cv2.resize(inner, (width, height), interpolation=cv2.INTER_LINEAR) > threshold
         full = np.zeros(shape, bool)
@@ -55,7 +61,7 @@ def frame_of(mask: np.ndarray, size: int = CROP_SIZE, margin: int = MARGIN) -> C
 def _to_square(array: np.ndarray, frame: CropFrame, interpolation: int) -> np.ndarray:
     x0, y0, x1, y1 = frame.box
     ox, oy = frame.offset
-    scaled_w, scaled_h = max(1, round((x1 - x0) * frame.scale)), max(1, round((y1 - y0) * frame.scale))
+    scaled_w, scaled_h = frame.scaled
     square = np.zeros((frame.size, frame.size), array.dtype)
     square[oy : oy + scaled_h, ox : ox + scaled_w] = cv2.resize(
         array[y0:y1, x0:x1], (scaled_w, scaled_h), interpolation=interpolation

@@ -11,11 +11,13 @@ pairsplit --examples`."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from karyoflow.files import write_atomically
 from karyoflow.pairsplit.crops import CROP_SIZE, crop_input, crop_target, frame_of
 from karyoflow.pairsplit.examples import ExampleBatch
 
@@ -63,10 +65,11 @@ def harvest(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], size: 
 
 
 def save_examples(batch: ExampleBatch, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, inputs=batch.inputs.astype(np.float16), targets=batch.targets, kinds=np.array(batch.kinds))
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, inputs=batch.inputs.astype(np.float16), targets=batch.targets, kinds=np.array(batch.kinds)
+    )
+    write_atomically(path, buffer.getvalue())
 
 
 def load_examples(path: Path) -> ExampleBatch:

@@ -10,6 +10,7 @@ square. `init_weights` starts from an earlier PairSplit's weights. A checkpoint 
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from karyoflow.data.icis import read_ici_cell
+from karyoflow.files import write_atomically
 from karyoflow.pairsplit.examples import ExampleBatch, make_batch
 from karyoflow.pairsplit.harvest import augmented
 from karyoflow.pairsplit.model import PairSplitNet
@@ -181,8 +183,6 @@ def train_pair_splitter(
             log(f"step {step} validation {figures}")
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            tmp = checkpoint.with_suffix(".tmp")
             state = {
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
@@ -191,8 +191,9 @@ def train_pair_splitter(
                 "step": step,
                 "elapsed_s": time.monotonic() - started,
             }
-            torch.save(state, tmp)
-            tmp.replace(checkpoint)
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            write_atomically(checkpoint, buffer.getvalue())
         if out_of_time:
             log(f"stopped after {config.max_minutes} min at step {step}; continue with --resume")
             break
